@@ -1,0 +1,21 @@
+"""jaxablate: ablation studies of transformers at scale, in JAX.
+
+Masks are model inputs, so ``jax.vmap`` evaluates thousands of component subsets in one
+compiled program; the resulting tables decompose exactly into interaction terms.
+"""
+
+from jaxablate import ablation as ablation
+from jaxablate import metrics as metrics
+from jaxablate import subsets as subsets
+from jaxablate.ablation import Ablation as Ablation
+from jaxablate.components import Component as Component
+from jaxablate.components import Components as Components
+from jaxablate.components import Masks as Masks
+from jaxablate.components import blocks as blocks
+from jaxablate.components import heads as heads
+from jaxablate.evaluate import evaluate as evaluate
+from jaxablate.models.config import ModelConfig as ModelConfig
+from jaxablate.models.hf import from_hf as from_hf
+from jaxablate.models.transformer import Transformer as Transformer
+
+__version__ = "0.1.0"

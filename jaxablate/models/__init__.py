@@ -1,0 +1,1 @@
+"""Model definitions: config (``config``), the masked transformer (``transformer``), weight conversion (``hf``)."""

@@ -1,0 +1,291 @@
+"""A GPT-2-family transformer in flax NNX whose ablation masks are ordinary inputs.
+
+Weights of every block are stacked along a leading ``layer`` axis, so a block is "layer ``l`` of
+the stack" and a whole model is a handful of arrays. The forward pass is written as small stages
+(:meth:`Transformer.embed`, :meth:`Transformer.attn_z`, :meth:`Transformer.mix_heads`,
+:meth:`Transformer.mlp_out`, :meth:`Transformer.unembed`) so that evaluation code can reuse work
+that does not depend on the masks.
+
+Masks act as ``m * c + (1 - m) * r`` on each head's output ``z`` (before the output projection)
+and on each block's whole output (attention or MLP) before it joins the residual stream; ``r``
+comes from an :class:`~jaxablate.ablation.Ablation`.
+"""
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jaxtyping import Array, Float, Int
+
+from jaxablate.ablation import Ablation, zero
+from jaxablate.components import Masks
+from jaxablate.models.config import ModelConfig
+
+_ACTIVATIONS = {
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+}
+
+
+class Activations(NamedTuple):
+    """Clean activations of every maskable component, stacked over layers.
+
+    Attributes:
+        z: Head outputs before the output projection.
+        attn: Whole attention-block outputs (after the output projection and its bias).
+        mlp: Whole MLP-block outputs (zeros for attention-only models).
+    """
+
+    z: Float[Array, "layer batch seq head d_head"]
+    attn: Float[Array, "layer batch seq d_model"]
+    mlp: Float[Array, "layer batch seq d_model"]
+
+
+def _normal(rngs: nnx.Rngs, shape: tuple[int, ...], std: float, dtype: jnp.dtype) -> jax.Array:
+    return (std * jax.random.normal(rngs.params(), shape, jnp.float32)).astype(dtype)
+
+
+class LayerNorm(nnx.Module):
+    """LayerNorm with weight ``w`` and bias ``b``, optionally stacked over leading axes."""
+
+    def __init__(self, lead: tuple[int, ...], d_model: int, eps: float, dtype: jnp.dtype):
+        self.eps = eps
+        self.w = nnx.Param(jnp.ones((*lead, d_model), dtype))
+        self.b = nnx.Param(jnp.zeros((*lead, d_model), dtype))
+
+    def apply(self, x: Float[Array, "batch seq d_model"], *index: int) -> jax.Array:
+        """Normalise ``x`` with the parameters at ``index`` of the stack."""
+        x32 = x.astype(jnp.float32)
+        mean = x32.mean(-1, keepdims=True)
+        var = jnp.square(x32 - mean).mean(-1, keepdims=True)
+        w = self.w[index].astype(jnp.float32)[None, None]
+        b = self.b[index].astype(jnp.float32)[None, None]
+        return ((x32 - mean) * jax.lax.rsqrt(var + self.eps) * w + b).astype(x.dtype)
+
+
+class Attention(nnx.Module):
+    """Multi-head causal self-attention weights for all layers (TransformerLens naming)."""
+
+    def __init__(self, cfg: ModelConfig, dtype: jnp.dtype, rngs: nnx.Rngs):
+        L, H, D, E = cfg.n_layers, cfg.n_heads, cfg.d_model, cfg.d_head
+        std = cfg.init_std
+        self.W_Q = nnx.Param(_normal(rngs, (L, H, D, E), std, dtype))
+        self.W_K = nnx.Param(_normal(rngs, (L, H, D, E), std, dtype))
+        self.W_V = nnx.Param(_normal(rngs, (L, H, D, E), std, dtype))
+        self.W_O = nnx.Param(_normal(rngs, (L, H, E, D), std, dtype))
+        self.b_Q = nnx.Param(jnp.zeros((L, H, E), dtype))
+        self.b_K = nnx.Param(jnp.zeros((L, H, E), dtype))
+        self.b_V = nnx.Param(jnp.zeros((L, H, E), dtype))
+        self.b_O = nnx.Param(jnp.zeros((L, D), dtype))
+
+
+class MLP(nnx.Module):
+    """Two-layer MLP weights for all layers."""
+
+    def __init__(self, cfg: ModelConfig, dtype: jnp.dtype, rngs: nnx.Rngs):
+        L, D, F = cfg.n_layers, cfg.d_model, cfg.d_mlp
+        self.W_in = nnx.Param(_normal(rngs, (L, D, F), cfg.init_std, dtype))
+        self.b_in = nnx.Param(jnp.zeros((L, F), dtype))
+        self.W_out = nnx.Param(_normal(rngs, (L, F, D), cfg.init_std, dtype))
+        self.b_out = nnx.Param(jnp.zeros((L, D), dtype))
+
+
+class Transformer(nnx.Module):
+    """GPT-2-family decoder: learned positions, pre-LayerNorm blocks, GELU MLPs.
+
+    Args:
+        cfg: The model's shape; see :class:`ModelConfig`.
+        rngs: Randomness for the initial weights.
+
+    Call it as ``model(tokens, masks=None, ablation=None)`` to get logits.
+    """
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        if not isinstance(cfg, ModelConfig):
+            raise ValueError(f"Transformer needs a ModelConfig, got {type(cfg).__name__}")
+        self.config = cfg
+        dtype = jnp.dtype(cfg.dtype)
+        L, D = cfg.n_layers, cfg.d_model
+        self.W_E = nnx.Param(_normal(rngs, (cfg.vocab_size, D), cfg.init_std, dtype))
+        self.W_pos = nnx.Param(_normal(rngs, (cfg.n_ctx, D), cfg.init_std / 2, dtype))
+        self.ln1 = LayerNorm((L,), D, cfg.layer_norm_eps, dtype)
+        self.attn = Attention(cfg, dtype, rngs)
+        if cfg.attn_only:
+            self.ln2 = None
+            self.mlp = None
+        else:
+            self.ln2 = LayerNorm((L,), D, cfg.layer_norm_eps, dtype)
+            self.mlp = MLP(cfg, dtype, rngs)
+        self.ln_final = LayerNorm((), D, cfg.layer_norm_eps, dtype)
+        if cfg.tie_embeddings:
+            self.W_U = None
+        else:
+            self.W_U = nnx.Param(_normal(rngs, (D, cfg.vocab_size), cfg.init_std, dtype))
+
+    # ----------------------------------------------------------------------------- stages
+    def embed(self, tokens: Int[Array, "batch seq"]) -> Float[Array, "batch seq d_model"]:
+        """Token plus position embedding: the residual stream entering layer 0."""
+        seq = tokens.shape[-1]
+        return self.W_E[...][tokens] + self.W_pos[...][None, :seq]
+
+    def attn_z(
+        self, layer: int, resid: Float[Array, "batch seq d_model"]
+    ) -> Float[Array, "batch seq head d_head"]:
+        """Each head's output ``z`` at ``layer`` (attention-weighted values)."""
+        a = self.attn
+        x = self.ln1.apply(resid, layer)
+        q = jnp.einsum("bsd,hde->bshe", x, a.W_Q[layer]) + a.b_Q[layer][None, None]
+        k = jnp.einsum("bsd,hde->bshe", x, a.W_K[layer]) + a.b_K[layer][None, None]
+        v = jnp.einsum("bsd,hde->bshe", x, a.W_V[layer]) + a.b_V[layer][None, None]
+        scale = 1.0 / math.sqrt(self.config.d_head)
+        scores = jnp.einsum("bqhe,bkhe->bhqk", q, k).astype(jnp.float32) * scale
+        seq = resid.shape[1]
+        causal = np.tril(np.ones((seq, seq), dtype=bool))
+        scores = jnp.where(causal, scores, jnp.finfo(jnp.float32).min)
+        pattern = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+        return jnp.einsum("bhqk,bkhe->bqhe", pattern, v)
+
+    def mix_heads(
+        self, layer: int, z: Float[Array, "batch seq head d_head"]
+    ) -> Float[Array, "batch seq d_model"]:
+        """Output projection of (possibly masked) head outputs, plus its bias."""
+        return jnp.einsum("bshe,hed->bsd", z, self.attn.W_O[layer]) + self.attn.b_O[layer][None, None]
+
+    def mlp_out(
+        self, layer: int, resid_mid: Float[Array, "batch seq d_model"]
+    ) -> Float[Array, "batch seq d_model"]:
+        """The MLP block's output at ``layer`` (before it joins the residual stream)."""
+        if self.mlp is None or self.ln2 is None:
+            raise ValueError("this model is attention-only: it has no MLP blocks")
+        m = self.mlp
+        x = self.ln2.apply(resid_mid, layer)
+        hidden = jnp.einsum("bsd,df->bsf", x, m.W_in[layer]) + m.b_in[layer][None, None]
+        hidden = _ACTIVATIONS[self.config.act_fn](hidden)
+        return jnp.einsum("bsf,fd->bsd", hidden, m.W_out[layer]) + m.b_out[layer][None, None]
+
+    def unembed(self, resid: Float[Array, "batch seq d_model"]) -> Float[Array, "batch seq vocab"]:
+        """Final LayerNorm and unembedding; logits are float32."""
+        x = self.ln_final.apply(resid)
+        w_u = self.W_E[...].T if self.W_U is None else self.W_U[...]
+        return jnp.einsum("bsd,dv->bsv", x, w_u).astype(jnp.float32)
+
+    def block(
+        self,
+        layer: int,
+        resid: Float[Array, "batch seq d_model"],
+        masks: Masks,
+        replacement: Ablation,
+        z: Float[Array, "batch seq head d_head"] | None = None,
+    ) -> Float[Array, "batch seq d_model"]:
+        """One masked block. ``z`` may be passed in when it was computed (shared) already."""
+        if z is None:
+            z = self.attn_z(layer, resid)
+        z = _blend(z, masks.heads[layer], replacement.z[layer])
+        attn = _blend(self.mix_heads(layer, z), masks.attn[layer], replacement.attn[layer])
+        resid = resid + attn
+        if self.mlp is not None:
+            mlp = _blend(self.mlp_out(layer, resid), masks.mlp[layer], replacement.mlp[layer])
+            resid = resid + mlp
+        return resid
+
+    # ----------------------------------------------------------------------------- forward
+    def __call__(
+        self,
+        tokens: Int[Array, "batch seq"],
+        masks: Masks | None = None,
+        ablation: Ablation | None = None,
+    ) -> Float[Array, "batch seq vocab"]:
+        """Logits of ``tokens`` with the masked components replaced.
+
+        Args:
+            tokens: Token ids in ``[0, vocab_size)``, at most ``n_ctx`` per sequence.
+            masks: Per-head ``[layer, head]`` and per-block ``[layer]`` mask values (1 = kept),
+                without a leading mask axis (``jax.vmap`` over one instead). ``None``: all ones.
+            ablation: What removed components are replaced by; ``None`` means zero ablation.
+
+        Returns:
+            float32 logits.
+        """
+        tokens = check_tokens(self.config, tokens)
+        masks, replacement = self.prepare(tokens.shape, masks, ablation)
+        resid = self.embed(tokens)
+        for layer in range(self.config.n_layers):
+            resid = self.block(layer, resid, masks, replacement)
+        return self.unembed(resid)
+
+    def prepare(
+        self, shape: tuple[int, ...], masks: Masks | None, ablation: Ablation | None
+    ) -> tuple[Masks, Ablation]:
+        """Default and validate ``masks`` and ``ablation`` for tokens of ``shape``."""
+        cfg = self.config
+        if masks is None:
+            masks = Masks.ones(cfg)
+        else:
+            masks.check(cfg, lead=())
+        if ablation is None:
+            ablation = zero()
+        return masks, ablation.fit(cfg, batch=shape[0], seq=shape[1])
+
+    def activations(self, tokens: Int[Array, "batch seq"]) -> Activations:
+        """Clean (unmasked) activations of every component, for mean/resample ablation."""
+        tokens = check_tokens(self.config, tokens)
+        resid = self.embed(tokens)
+        zs, attns, mlps = [], [], []
+        for layer in range(self.config.n_layers):
+            z = self.attn_z(layer, resid)
+            attn = self.mix_heads(layer, z)
+            resid = resid + attn
+            if self.mlp is not None:
+                mlp = self.mlp_out(layer, resid)
+                resid = resid + mlp
+            else:
+                mlp = jnp.zeros_like(attn)
+            zs.append(z)
+            attns.append(attn)
+            mlps.append(mlp)
+        return Activations(jnp.stack(zs), jnp.stack(attns), jnp.stack(mlps))
+
+
+def _blend(c: jax.Array, m: jax.Array, r: jax.Array) -> jax.Array:
+    """``m * c + (1 - m) * r``; ``m`` covers axes of ``c`` before its trailing feature axis."""
+    m = m.reshape((1,) * (c.ndim - m.ndim - 1) + m.shape + (1,)).astype(jnp.float32)
+    out = m * c.astype(jnp.float32) + (1.0 - m) * r.astype(jnp.float32)
+    return out.astype(c.dtype)
+
+
+def check_tokens(cfg: ModelConfig, tokens: object) -> jax.Array:
+    """Validate a token batch against ``cfg`` and return it as an int32 array.
+
+    Range checks run only when the values are concrete (not under ``jax.jit``).
+
+    Raises:
+        ValueError: wrong rank or dtype, an empty batch, too long sequences or ids outside the
+            vocabulary.
+    """
+    if not isinstance(tokens, jax.core.Tracer):
+        tokens = np.asarray(tokens)
+    if tokens.ndim != 2:
+        raise ValueError(f"tokens must be 2-D [batch, seq], got shape {tuple(tokens.shape)}")
+    if not jnp.issubdtype(tokens.dtype, jnp.integer):
+        raise ValueError(f"tokens must have an integer dtype, got {tokens.dtype}")
+    batch, seq = tokens.shape
+    if batch == 0 or seq == 0:
+        raise ValueError(f"tokens must be non-empty, got shape {tuple(tokens.shape)}")
+    if seq > cfg.n_ctx:
+        raise ValueError(
+            f"sequences of {seq} tokens exceed the model's context n_ctx={cfg.n_ctx}; "
+            "truncate them or use a model with a longer context"
+        )
+    if isinstance(tokens, np.ndarray):
+        lo, hi = int(tokens.min()), int(tokens.max())
+        if lo < 0 or hi >= cfg.vocab_size:
+            raise ValueError(
+                f"token ids must lie in [0, {cfg.vocab_size}) (vocab_size), "
+                f"got values in [{lo}, {hi}]"
+            )
+    return jnp.asarray(tokens, jnp.int32)

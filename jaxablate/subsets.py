@@ -1,0 +1,98 @@
+"""Rows of subsets (coalitions) in the bit order of DESIGN.md.
+
+Every function returns ``bool [M, n]``: row ``k`` lists which of the ``n`` components are kept.
+For :func:`all`, row ``r`` is the coalition whose bitmask is ``r`` (component ``i`` kept iff
+``(r >> i) & 1``), so a result table ``values[r]`` is indexed by bitmask.
+"""
+
+import builtins
+import math
+
+import jax
+import numpy as np
+from jaxtyping import Bool
+
+#: Largest ``n`` for which :func:`all` materialises ``2^n`` rows.
+MAX_ALL = 24
+
+
+def _check_n(n: int) -> int:
+    if not isinstance(n, int | np.integer) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"n (number of components) must be a positive int, got {n!r}")
+    return int(n)
+
+
+def bits(codes: np.ndarray, n: int) -> Bool[np.ndarray, "n_masks n_players"]:
+    """Rows of the coalitions with bitmasks ``codes``."""
+    codes = np.asarray(codes, dtype=np.int64)
+    return ((codes[:, None] >> np.arange(n, dtype=np.int64)) & 1).astype(bool)
+
+
+def codes(rows: Bool[np.ndarray, "n_masks n_players"]) -> np.ndarray:
+    """Bitmask of each row (inverse of :func:`bits`)."""
+    rows = np.asarray(rows, dtype=bool)
+    return (rows.astype(np.int64) << np.arange(rows.shape[-1], dtype=np.int64)).sum(-1)
+
+
+def all(n: int) -> Bool[np.ndarray, "n_masks n_players"]:  # noqa: A001 - public API name
+    """All ``2^n`` subsets; row ``r`` is the coalition with bitmask ``r``.
+
+    Raises:
+        ValueError: ``n > MAX_ALL``; the message gives the memory the rows would take.
+    """
+    n = _check_n(n)
+    if n > MAX_ALL:
+        need = (2**n) * n
+        raise ValueError(
+            f"subsets.all({n}) would materialise 2^{n} rows x {n} columns = {need / 2**30:.1f} GiB "
+            f"(limit n <= {MAX_ALL}); evaluate a sample, k-subsets, or stream chunks with "
+            "subsets.bits(range(start, stop), n)"
+        )
+    return bits(np.arange(2**n), n)
+
+
+def loco(n: int) -> Bool[np.ndarray, "n_masks n_players"]:
+    """Leave-one-component-out rows: the full set, then each component removed alone."""
+    n = _check_n(n)
+    rows = np.ones((n + 1, n), dtype=bool)
+    rows[np.arange(1, n + 1), np.arange(n)] = False
+    return rows
+
+
+def k_subsets(n: int, k: int) -> Bool[np.ndarray, "n_masks n_players"]:
+    """All subsets of exactly ``k`` kept components, in increasing bitmask order."""
+    n = _check_n(n)
+    if not isinstance(k, int | np.integer) or not 0 <= k <= n:
+        raise ValueError(f"k must be an int in [0, {n}], got {k!r}")
+    count = math.comb(n, int(k))
+    if count * n > 2**MAX_ALL * MAX_ALL:
+        raise ValueError(f"k_subsets({n}, {k}) has {count} rows, too many to materialise")
+    # Gosper's hack enumerates k-bit masks in increasing order without visiting other masks.
+    out = np.empty(count, dtype=np.int64)
+    if k == 0:
+        out[0] = 0
+        return bits(out, n)
+    code = (1 << int(k)) - 1
+    for i in builtins.range(count):
+        out[i] = code
+        low = code & -code
+        ripple = code + low
+        code = (((ripple ^ code) >> 2) // low) | ripple
+    return bits(out, n)
+
+
+def sample(key: jax.Array, n: int, m: int, p: float = 0.5) -> Bool[np.ndarray, "n_masks n_players"]:
+    """``m`` random subsets, each component kept independently with probability ``p``.
+
+    Args:
+        key: A ``jax.random`` key.
+        n: Number of components.
+        m: Number of rows.
+        p: Keep probability (0.5 draws uniformly over all subsets).
+    """
+    n = _check_n(n)
+    if not isinstance(m, int | np.integer) or m < 1:
+        raise ValueError(f"m (number of rows) must be a positive int, got {m!r}")
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"p must lie in [0, 1], got {p!r}")
+    return np.asarray(jax.random.bernoulli(key, p, (int(m), n)))
