@@ -1,0 +1,100 @@
+"""Save and load jaxablate models: ``config.json`` plus ``model.safetensors`` (numpy, no torch).
+
+The directory layout is our own (``"format": "jaxablate"`` in the config) and distinct from a
+Hugging Face checkpoint; :func:`load_model` reads both, handing HF directories to ``from_hf``.
+"""
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxablate.models.config import ModelConfig
+from jaxablate.models.transformer import Transformer
+
+FORMAT = "jaxablate"
+
+
+def _path_name(path: tuple) -> str:
+    """``attn.W_Q`` for the pytree path of a parameter (the Variable's ``value`` dropped)."""
+    return ".".join(str(p.key) for p in path if isinstance(p, jax.tree_util.DictKey))
+
+
+def model_arrays(model: Transformer) -> dict[str, np.ndarray]:
+    """Every parameter of ``model`` as ``{"attn.W_Q": array, ...}`` (numpy)."""
+    state = nnx.state(model, nnx.Param)
+    flat = jax.tree_util.tree_flatten_with_path(state)[0]
+    return {_path_name(path): np.asarray(leaf) for path, leaf in flat}
+
+
+def save_model(model: Transformer, directory: str | os.PathLike) -> Path:
+    """Write ``model`` to ``directory`` (created if needed); files are replaced atomically."""
+    from safetensors.numpy import save_file
+
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    arrays = {k: np.ascontiguousarray(v) for k, v in model_arrays(model).items()}
+    meta = {"format": FORMAT, "config": model.config.to_dict()}
+    for name, write in (
+        ("model.safetensors", lambda p: save_file(arrays, p)),
+        ("config.json", lambda p: Path(p).write_text(json.dumps(meta, indent=2))),
+    ):
+        fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{name}.")
+        os.close(fd)
+        write(tmp)
+        os.replace(tmp, root / name)
+    return root
+
+
+def load_model(directory: str | os.PathLike, *, dtype: str | None = None) -> Transformer:
+    """Load a model saved by :func:`save_model`, or a local Hugging Face directory.
+
+    Raises:
+        ValueError: the directory is missing files or its tensors do not match the config.
+    """
+    from safetensors.numpy import load_file
+
+    root = Path(directory)
+    config_file = root / "config.json"
+    if not config_file.is_file():
+        raise ValueError(f"{root} holds no config.json: not a saved model directory")
+    meta = json.loads(config_file.read_text())
+    if meta.get("format") != FORMAT:
+        from jaxablate.models.hf import from_hf
+
+        return from_hf(root, dtype=dtype or "float32")
+    cfg = ModelConfig.from_dict(meta["config"])
+    if dtype is not None:
+        cfg = cfg.replace(dtype=dtype)
+    arrays = load_file(str(root / "model.safetensors"))
+    model = nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0)))
+    expected = model_arrays_shapes(model)
+    missing = sorted(set(expected) - set(arrays))
+    unexpected = sorted(set(arrays) - set(expected))
+    if missing or unexpected:
+        raise ValueError(
+            f"{root}: tensors do not match the config: missing {missing}, unexpected {unexpected}"
+        )
+    state = nnx.state(model, nnx.Param)
+    flat, treedef = jax.tree_util.tree_flatten_with_path(state)
+    leaves = []
+    for path, leaf in flat:
+        name = _path_name(path)
+        value = arrays[name]
+        if tuple(value.shape) != tuple(leaf.shape):
+            raise ValueError(f"{root}: tensor {name} has shape {value.shape}, expected {leaf.shape}")
+        leaves.append(jnp.asarray(value, jnp.dtype(cfg.dtype)))
+    nnx.update(model, jax.tree_util.tree_unflatten(treedef, leaves))
+    return model
+
+
+def model_arrays_shapes(model: Transformer) -> dict[str, tuple[int, ...]]:
+    """Parameter names and shapes (works on abstract models from ``nnx.eval_shape``)."""
+    state = nnx.state(model, nnx.Param)
+    flat = jax.tree_util.tree_flatten_with_path(state)[0]
+    return {_path_name(path): tuple(leaf.shape) for path, leaf in flat}
