@@ -16,6 +16,8 @@ from jaxablate.components import heads as heads
 from jaxablate.evaluate import evaluate as evaluate
 from jaxablate.models.config import ModelConfig as ModelConfig
 from jaxablate.models.hf import from_hf as from_hf
+from jaxablate.models.io import load_model as load_model
+from jaxablate.models.io import save_model as save_model
 from jaxablate.models.transformer import Transformer as Transformer
 
 __version__ = "0.1.0"

@@ -152,3 +152,13 @@ def resample(model: nnx.Module, source_tokens: Int[Array, "batch seq"]) -> Ablat
     acts = _activations(graphdef, state, tokens)
     mlp = None if model.config.attn_only else acts.mlp
     return Ablation(z=acts.z, attn=acts.attn, mlp=mlp, kind="resample")
+
+
+def optimal(model: nnx.Module, comps: object, tokens: object, **kwargs: object) -> Ablation:
+    """Learned constant replacements that minimise the loss (optimal ablation).
+
+    See :func:`jaxablate.learned.optimal_ablation` for the arguments.
+    """
+    from jaxablate.learned import optimal_ablation
+
+    return optimal_ablation(model, comps, tokens, **kwargs)
