@@ -71,7 +71,8 @@ class Ablation:
             if b not in (1, batch):
                 raise ValueError(
                     f"{self.kind} ablation: replacement {name!r} was built for a batch of {b} "
-                    f"but the tokens have batch {batch}; build it from tokens of the same batch size"
+                    f"but the tokens have batch {batch}; build it from tokens of the same batch "
+                    "size"
                 )
             if self.prefix_positions and s >= seq:
                 r = r[:, :, :seq]

@@ -146,7 +146,9 @@ class Components:
         except ValueError:
             raise ValueError(f"no component named {name!r}; have {self.names}") from None
 
-    def masks(self, rows: Bool[Array, "*n_masks n_players"] | Float[Array, "*n_masks n_players"]) -> Masks:
+    def masks(
+        self, rows: Bool[Array, "*n_masks n_players"] | Float[Array, "*n_masks n_players"]
+    ) -> Masks:
         """Turn rows (one value per component; 1 = kept) into :class:`Masks`.
 
         Components not listed here get mask 1. Rows may be bool or float in ``[0, 1]``
@@ -198,7 +200,9 @@ def check_rows(rows: object, n: int, *, binary: bool) -> np.ndarray | jax.Array:
     """
     if isinstance(rows, jax.core.Tracer):
         if rows.ndim < 1 or rows.shape[-1] != n:
-            raise ValueError(f"rows must have shape [..., {n}] (one column per component), got {rows.shape}")
+            raise ValueError(
+                f"rows must have shape [..., {n}] (one column per component), got {rows.shape}"
+            )
         return rows.astype(jnp.float32)
     arr = np.asarray(rows)
     if arr.ndim < 1 or arr.shape[-1] != n:
@@ -217,7 +221,7 @@ def check_rows(rows: object, n: int, *, binary: bool) -> np.ndarray | jax.Array:
     if binary:
         bad = ~np.isin(arr, (0.0, 1.0))
         if bad.any():
-            example = arr[bad].flat[0]
+            example = float(arr[bad].flat[0])
             raise ValueError(
                 f"rows must be binary (bool or 0/1) here, got value {example!r}; "
                 "continuous masks go through Components.masks and the model call"
@@ -242,11 +246,18 @@ def _layers(cfg: ModelConfig, layers: Iterable[int] | None) -> list[int]:
 def heads(cfg: ModelConfig, layers: Sequence[int] | None = None) -> Components:
     """Every attention head of ``layers`` (all layers by default), layer-major."""
     return Components(
-        cfg, tuple(Component("head", layer, h) for layer in _layers(cfg, layers) for h in range(cfg.n_heads))
+        cfg,
+        tuple(
+            Component("head", layer, h)
+            for layer in _layers(cfg, layers)
+            for h in range(cfg.n_heads)
+        ),
     )
 
 
-def blocks(cfg: ModelConfig, kind: Literal["attn", "mlp"], layers: Sequence[int] | None = None) -> Components:
+def blocks(
+    cfg: ModelConfig, kind: Literal["attn", "mlp"], layers: Sequence[int] | None = None
+) -> Components:
     """Whole attention or MLP blocks of ``layers`` (all layers by default)."""
     if kind not in ("attn", "mlp"):
         raise ValueError(f"blocks kind must be 'attn' or 'mlp', got {kind!r}")

@@ -116,7 +116,9 @@ def evaluate(
         chunk = rows_arr[start : start + chunk_size]
         n_real = chunk.shape[0]
         if n_real < chunk_size:
-            chunk = np.concatenate([chunk, np.ones((chunk_size - n_real, chunk.shape[1]), np.float32)])
+            chunk = np.concatenate(
+                [chunk, np.ones((chunk_size - n_real, chunk.shape[1]), np.float32)]
+            )
         out = _eval_chunk(
             state, tokens, jnp.asarray(chunk), replacement, metric, graphdef=graphdef, comps=comps
         )

@@ -108,9 +108,7 @@ def logit_diff(
     for name, arr in (("correct", correct_arr), ("wrong", wrong_arr)):
         if arr.ndim > 1:
             raise ValueError(f"logit_diff {name} must be an int or 1-D [batch], got {arr.shape}")
-    return Metric(
-        data=(correct_arr, wrong_arr, position), fn=_logit_diff, name="logit_diff"
-    )
+    return Metric(data=(correct_arr, wrong_arr, position), fn=_logit_diff, name="logit_diff")
 
 
 def _kl(logits: jax.Array, tokens: jax.Array, clean_logp: jax.Array) -> jax.Array:
@@ -146,4 +144,6 @@ def _clean_logp(graphdef: nnx.GraphDef, state: nnx.State, tokens: jax.Array) -> 
 def check_metric_output(values: np.ndarray, batch: int, name: str) -> None:
     """Raise unless a metric returned one finite-or-not float per example."""
     if values.shape != (batch,):
-        raise ValueError(f"metric {name!r} must return shape [batch]=({batch},), got {values.shape}")
+        raise ValueError(
+            f"metric {name!r} must return shape [batch]=({batch},), got {values.shape}"
+        )

@@ -34,7 +34,7 @@ def codes(rows: Bool[np.ndarray, "n_masks n_players"]) -> np.ndarray:
     return (rows.astype(np.int64) << np.arange(rows.shape[-1], dtype=np.int64)).sum(-1)
 
 
-def all(n: int) -> Bool[np.ndarray, "n_masks n_players"]:  # noqa: A001 - public API name
+def all(n: int) -> Bool[np.ndarray, "n_masks n_players"]:
     """All ``2^n`` subsets; row ``r`` is the coalition with bitmask ``r``.
 
     Raises:

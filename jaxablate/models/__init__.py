@@ -1,1 +1,1 @@
-"""Model definitions: config (``config``), the masked transformer (``transformer``), weight conversion (``hf``)."""
+"""Model definitions: config, the masked transformer, weight conversion, save/load."""

@@ -56,7 +56,9 @@ class ModelConfig:
                 f"ModelConfig.act_fn must be one of {get_args(Activation)}, got {self.act_fn!r}"
             )
         if self.dtype not in get_args(DType):
-            raise ValueError(f"ModelConfig.dtype must be one of {get_args(DType)}, got {self.dtype!r}")
+            raise ValueError(
+                f"ModelConfig.dtype must be one of {get_args(DType)}, got {self.dtype!r}"
+            )
         if not self.layer_norm_eps > 0:
             raise ValueError(f"ModelConfig.layer_norm_eps must be > 0, got {self.layer_norm_eps!r}")
         if not self.init_std > 0:
@@ -81,12 +83,20 @@ class ModelConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ValueError(f"unknown ModelConfig fields {unknown}; known fields are {sorted(names)}")
+            raise ValueError(
+                f"unknown ModelConfig fields {unknown}; known fields are {sorted(names)}"
+            )
         return cls(**data)
 
     @classmethod
     def gpt2_small(cls) -> "ModelConfig":
         """The shape of GPT-2 small (124M parameters)."""
         return cls(
-            n_layers=12, n_heads=12, d_model=768, d_head=64, d_mlp=3072, vocab_size=50257, n_ctx=1024
+            n_layers=12,
+            n_heads=12,
+            d_model=768,
+            d_head=64,
+            d_mlp=3072,
+            vocab_size=50257,
+            n_ctx=1024,
         )

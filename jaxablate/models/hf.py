@@ -184,8 +184,11 @@ def convert(
         if dest is None:  # e.g. W_U of a tied model, MLP of an attention-only one
             continue
         layered = "{i}" in rule.source
-        sources = [rule.source.format(i=i) for i in range(cfg.n_layers)] if layered else [rule.source]
+        sources = (
+            [rule.source.format(i=i) for i in range(cfg.n_layers)] if layered else [rule.source]
+        )
         absent = [s for s in sources if s not in names]
+        used.update(s for s in sources if s in names)
         if absent:
             missing.extend(absent)
             continue
@@ -194,17 +197,18 @@ def convert(
         expected = tuple(dest.shape)
         if value.shape != expected:
             raise ValueError(
-                f"tensor {rule.source} converts to shape {value.shape}, expected {expected} for {rule.dest}"
+                f"tensor {rule.source} converts to shape {value.shape}, "
+                f"expected {expected} for {rule.dest}"
             )
         dest.set_value(jnp.asarray(value, jnp.dtype(cfg.dtype)))
-        used.update(sources)
     ignored = {p.format(i=i) for p in arch.ignored for i in range(cfg.n_layers)}
     if cfg.tie_embeddings:
         ignored.add("lm_head.weight")  # a tied copy of wte
     unexpected = sorted(set(names) - used - ignored)
     if missing or unexpected:
         raise ValueError(
-            f"checkpoint does not match the {model_type} layout: missing tensors {sorted(missing)}, "
+            f"checkpoint does not match the {model_type} layout: "
+            f"missing tensors {sorted(missing)}, "
             f"unexpected tensors {unexpected}"
         )
     return model
@@ -273,6 +277,7 @@ def from_hf(source: Any, *, dtype: str = "float32") -> Transformer:
         tensors = {k: v.detach().float().cpu().numpy() for k, v in source.state_dict().items()}
     else:
         raise ValueError(
-            f"from_hf needs a transformers model or a local directory path, got {type(source).__name__}"
+            "from_hf needs a transformers model or a local directory path, "
+            f"got {type(source).__name__}"
         )
     return convert(tensors, hf_config, dtype=dtype)

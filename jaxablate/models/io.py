@@ -87,7 +87,9 @@ def load_model(directory: str | os.PathLike, *, dtype: str | None = None) -> Tra
         name = _path_name(path)
         value = arrays[name]
         if tuple(value.shape) != tuple(leaf.shape):
-            raise ValueError(f"{root}: tensor {name} has shape {value.shape}, expected {leaf.shape}")
+            raise ValueError(
+                f"{root}: tensor {name} has shape {value.shape}, expected {leaf.shape}"
+            )
         leaves.append(jnp.asarray(value, jnp.dtype(cfg.dtype)))
     nnx.update(model, jax.tree_util.tree_unflatten(treedef, leaves))
     return model

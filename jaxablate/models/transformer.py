@@ -154,7 +154,9 @@ class Transformer(nnx.Module):
         self, layer: int, z: Float[Array, "batch seq head d_head"]
     ) -> Float[Array, "batch seq d_model"]:
         """Output projection of (possibly masked) head outputs, plus its bias."""
-        return jnp.einsum("bshe,hed->bsd", z, self.attn.W_O[layer]) + self.attn.b_O[layer][None, None]
+        return (
+            jnp.einsum("bshe,hed->bsd", z, self.attn.W_O[layer]) + self.attn.b_O[layer][None, None]
+        )
 
     def mlp_out(
         self, layer: int, resid_mid: Float[Array, "batch seq d_model"]
