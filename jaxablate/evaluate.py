@@ -1,18 +1,36 @@
-"""Evaluate a metric for many mask rows at once: one compiled, vmapped program per chunk."""
+"""Evaluate a metric for many mask rows at once: one compiled, vmapped program per chunk.
+
+Two compiled paths compute the same numbers:
+
+- shared (default): rows are sorted so that rows agreeing on the components of early layers are
+  neighbours; within a chunk, the residual stream entering each masked layer is computed once per
+  distinct prefix (a tree, see :mod:`jaxablate._prefix`), everything before the first masked layer
+  once per input batch, and at each masked layer the attention is computed once per parent and
+  only the mix of head outputs per child.
+- naive (``share_prefix=False``): every row runs the whole model, for tests and benchmarks.
+
+The mask axis of a chunk is split into one group per device; on several devices the groups are
+sharded over a 1-D mesh, so the same code runs on one CPU or many accelerators.
+"""
 
 import functools
 from collections.abc import Callable
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, Bool, Float, Int
 
+from jaxablate import _chunking, _prefix
 from jaxablate.ablation import Ablation, zero
 from jaxablate.components import Components, Masks, check_rows
 from jaxablate.metrics import Metric, as_metric, loss
 from jaxablate.models.transformer import Transformer, check_tokens
+
+MESH_AXIS = "masks"
 
 
 def masked_forward(
@@ -22,18 +40,79 @@ def masked_forward(
     masks: Masks,
     replacement: Ablation,
 ) -> Float[Array, "batch seq vocab"]:
-    """Logits with ``masks`` (no mask axis); layers before the first masked one run unmasked.
-
-    ``replacement`` must already be fitted to ``tokens`` (:meth:`Ablation.fit`).
-    """
+    """Logits with ``masks`` (no mask axis); ``replacement`` already fitted to ``tokens``."""
     resid = model.embed(tokens)
     for layer in range(model.config.n_layers):
         resid = model.block(layer, resid, masks, replacement)
     return model.unembed(resid)
 
 
+def _check_metric_shape(out: jax.Array, tokens: jax.Array, metric: Metric) -> jax.Array:
+    if out.shape != (tokens.shape[0],):
+        raise ValueError(
+            f"metric {metric.name!r} must return shape [batch]=({tokens.shape[0]},), "
+            f"got {out.shape}"
+        )
+    return out.astype(jnp.float32)
+
+
+def _naive_group(
+    model: Transformer,
+    comps: Components,
+    tokens: jax.Array,
+    rows: jax.Array,
+    replacement: Ablation,
+    metric: Metric,
+) -> jax.Array:
+    """Every row runs the whole model (tokens broadcast so no work is shared)."""
+    masks = comps.masks_unchecked(rows)
+    per_row_tokens = jnp.broadcast_to(tokens, (rows.shape[0], *tokens.shape))
+
+    def one(m: Masks, t: jax.Array) -> jax.Array:
+        return _check_metric_shape(
+            metric(masked_forward(model, comps, t, m, replacement), t), t, metric
+        )
+
+    return jax.vmap(one)(masks, per_row_tokens)
+
+
+def _tree_group(
+    model: Transformer,
+    comps: Components,
+    tokens: jax.Array,
+    parents: tuple[jax.Array, ...],
+    reps: tuple[jax.Array, ...],
+    replacement: Ablation,
+    metric: Metric,
+) -> jax.Array:
+    """One prefix tree (see :mod:`jaxablate._prefix`): rows of its last stage -> [rows, batch]."""
+    layers = comps.layers
+    n_layers = model.config.n_layers
+    resid = model.embed(tokens)
+    for layer in range(layers[0]):
+        resid = model.block(layer, resid, None, None)
+    nodes = resid[None]
+    for j, layer in enumerate(layers):
+        stop = layers[j + 1] if j + 1 < len(layers) else n_layers
+        z = jax.vmap(functools.partial(model.attn_z, layer))(nodes)
+        masks = comps.masks_unchecked(reps[j])
+
+        def child(p: jax.Array, m: Masks, nodes=nodes, z=z, layer=layer, stop=stop) -> jax.Array:
+            r = model.block(layer, nodes[p], m, replacement, z=z[p])
+            for later in range(layer + 1, stop):
+                r = model.block(later, r, None, None)
+            return r
+
+        nodes = jax.vmap(child)(parents[j], masks)
+
+    def finish(r: jax.Array) -> jax.Array:
+        return _check_metric_shape(metric(model.unembed(r), tokens), tokens, metric)
+
+    return jax.vmap(finish)(nodes)
+
+
 @functools.partial(jax.jit, static_argnames=("graphdef", "comps"))
-def _eval_chunk(
+def _naive_chunk(
     state: nnx.State,
     tokens: jax.Array,
     rows: jax.Array,
@@ -42,20 +121,32 @@ def _eval_chunk(
     *,
     graphdef: nnx.GraphDef,
     comps: Components,
-) -> Float[Array, "n_masks batch"]:
+) -> Float[Array, "group n_masks batch"]:
     model = nnx.merge(graphdef, state)
-    masks = comps.masks_unchecked(rows)
+    group = functools.partial(
+        _naive_group, model, comps, tokens, replacement=replacement, metric=metric
+    )
+    return jax.vmap(lambda r: group(rows=r))(rows)
 
-    def one(m: Masks) -> jax.Array:
-        out = metric(masked_forward(model, comps, tokens, m, replacement), tokens)
-        if out.shape != (tokens.shape[0],):
-            raise ValueError(
-                f"metric {metric.name!r} must return shape [batch]=({tokens.shape[0]},), "
-                f"got {out.shape}"
-            )
-        return out.astype(jnp.float32)
 
-    return jax.vmap(one)(masks)
+@functools.partial(jax.jit, static_argnames=("graphdef", "comps"))
+def _tree_chunk(
+    state: nnx.State,
+    tokens: jax.Array,
+    parents: tuple[jax.Array, ...],
+    reps: tuple[jax.Array, ...],
+    replacement: Ablation,
+    metric: Metric,
+    *,
+    graphdef: nnx.GraphDef,
+    comps: Components,
+) -> Float[Array, "group n_masks batch"]:
+    model = nnx.merge(graphdef, state)
+
+    def group(p: tuple[jax.Array, ...], r: tuple[jax.Array, ...]) -> jax.Array:
+        return _tree_group(model, comps, tokens, p, r, replacement, metric)
+
+    return jax.vmap(group)(parents, reps)
 
 
 def check_components(model: Transformer, comps: Components) -> None:
@@ -66,6 +157,85 @@ def check_components(model: Transformer, comps: Components) -> None:
         raise ValueError("comps were built for a different ModelConfig than the model's")
 
 
+def default_mesh() -> Mesh:
+    """A 1-D mesh over all local devices, axis name ``"masks"``."""
+    return Mesh(np.array(jax.local_devices()), (MESH_AXIS,))
+
+
+def _put(tree: object, mesh: Mesh, sharded: bool) -> object:
+    spec = PartitionSpec(MESH_AXIS) if sharded else PartitionSpec()
+    return jax.device_put(tree, NamedSharding(mesh, spec))
+
+
+class _Runner:
+    """Compiled evaluation of chunks of sorted rows, one prefix tree per device group."""
+
+    def __init__(self, model, comps, tokens, replacement, metric, share_prefix, mesh):
+        self.comps = comps
+        self.share_prefix = share_prefix
+        self.mesh = mesh
+        self.groups = int(mesh.devices.size)
+        graphdef, state = nnx.split(model)
+        self.graphdef = graphdef
+        self.args = _put((state, tokens, replacement, metric), mesh, sharded=False)
+
+    def prepare(self, rows: np.ndarray, chunk: int) -> "_Prepared":
+        """Sort, pad and measure ``rows`` for chunks of ``chunk`` rows (a multiple of groups)."""
+        n_rows = rows.shape[0]
+        n_chunks = -(-n_rows // chunk)
+        padded = n_chunks * chunk
+        if self.share_prefix:
+            p = _prefix.plan(self.comps, rows)
+            order, keys = p.order, p.keys
+        else:
+            order, keys = np.arange(n_rows), np.zeros((1, n_rows), np.int64)
+        take = np.concatenate([order, np.repeat(order[-1:], padded - n_rows)])
+        keys = np.concatenate([keys, np.repeat(keys[:, -1:], padded - n_rows, axis=1)], axis=1)
+        group = chunk // self.groups
+        if self.share_prefix:
+            sizes = _prefix.padded_sizes(_prefix.node_counts(keys, group), self.comps, group)
+        else:
+            sizes = (group,)
+        return _Prepared(rows[take], keys, order, sizes, chunk, group, n_rows)
+
+    def run_chunk(self, prep: "_Prepared", index: int) -> jax.Array:
+        """Dispatch chunk ``index`` (asynchronously); returns ``[chunk, batch]`` on device."""
+        start, stop = index * prep.chunk, (index + 1) * prep.chunk
+        rows = prep.rows[start:stop]
+        state, tokens, replacement, metric = self.args
+        static = dict(graphdef=self.graphdef, comps=self.comps)
+        if not self.share_prefix:
+            grouped = _put(rows.reshape(self.groups, prep.group, -1), self.mesh, sharded=True)
+            out = _naive_chunk(state, tokens, grouped, replacement, metric, **static)
+        else:
+            parents, reps = [], []
+            for g in range(self.groups):
+                sl = slice(g * prep.group, (g + 1) * prep.group)
+                par, rep = _prefix.block_tree(rows[sl], prep.keys[:, start:stop][:, sl], prep.sizes)
+                parents.append(par)
+                reps.append(rep)
+            parents_arr = tuple(np.stack(s) for s in zip(*parents, strict=True))
+            reps_arr = tuple(np.stack(s) for s in zip(*reps, strict=True))
+            parents_arr, reps_arr = _put((parents_arr, reps_arr), self.mesh, sharded=True)
+            out = _tree_chunk(state, tokens, parents_arr, reps_arr, replacement, metric, **static)
+        return out.reshape(prep.chunk, -1)
+
+
+class _Prepared:
+    """Rows sorted and padded for chunked evaluation (see :meth:`_Runner.prepare`)."""
+
+    def __init__(self, rows, keys, order, sizes, chunk, group, n_rows):
+        self.rows, self.keys, self.order, self.sizes = rows, keys, order, sizes
+        self.chunk, self.group, self.n_rows = chunk, group, n_rows
+        self.n_chunks = rows.shape[0] // chunk
+
+    def unsort(self, sorted_values: np.ndarray) -> np.ndarray:
+        """Values in the caller's row order."""
+        out = np.empty((self.n_rows, *sorted_values.shape[1:]), sorted_values.dtype)
+        out[self.order] = sorted_values[: self.n_rows]
+        return out
+
+
 def evaluate(
     model: Transformer,
     comps: Components,
@@ -74,8 +244,11 @@ def evaluate(
     *,
     metric: Callable[..., jax.Array] = loss,
     ablation: Ablation | None = None,
-    chunk_size: int | None = None,
+    chunk_size: int | Literal["auto"] | None = None,
     return_per_example: bool = False,
+    share_prefix: bool = True,
+    mesh: Mesh | None = None,
+    memory_budget: int | None = None,
 ) -> np.ndarray:
     """The metric of the model with each row's components kept and the rest ablated.
 
@@ -89,8 +262,16 @@ def evaluate(
         tokens: ``int [batch, seq]`` inputs.
         metric: ``(logits, tokens) -> [batch]``, e.g. :func:`jaxablate.metrics.loss`.
         ablation: Replacement for removed components (default: zero ablation).
-        chunk_size: Rows per compiled call (default: all rows in one call).
+        chunk_size: Rows per compiled call. ``None``: all rows at once if they fit
+            ``memory_budget``, else the largest chunk that does; ``"auto"``: the fastest of a few
+            sizes that fit, found with a short timed probe (remembered for later calls).
+            Rounded up to a multiple of the number of devices in ``mesh``.
         return_per_example: Return ``[M, batch]`` instead of the batch mean ``[M]``.
+        share_prefix: Compute work shared by rows once (see the module docstring); ``False``
+            runs every row through the whole model (same numbers, for tests and benchmarks).
+        mesh: Devices to split the mask axis over (a 1-D mesh); default: all local devices.
+        memory_budget: Bytes a chunk's activations may take (default: half the accelerator's
+            memory, or a quarter of host RAM on CPU, at most 8 GiB).
 
     Returns:
         float32 numpy array ``[M]`` (or ``[M, batch]``).
@@ -100,28 +281,18 @@ def evaluate(
     rows_arr = check_rows(rows, len(comps), binary=True)
     if rows_arr.ndim != 2:
         raise ValueError(f"rows must be 2-D [n_masks, {len(comps)}], got shape {rows_arr.shape}")
-    n_rows = rows_arr.shape[0]
-    if chunk_size is None:
-        chunk_size = n_rows
-    if not isinstance(chunk_size, int | np.integer) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
-    chunk_size = min(int(chunk_size), n_rows)
     replacement = (zero() if ablation is None else ablation).fit(
         model.config, batch=tokens.shape[0], seq=tokens.shape[1]
     )
     metric = as_metric(metric)
-    graphdef, state = nnx.split(model)
-    outputs = []
-    for start in range(0, n_rows, chunk_size):
-        chunk = rows_arr[start : start + chunk_size]
-        n_real = chunk.shape[0]
-        if n_real < chunk_size:
-            chunk = np.concatenate(
-                [chunk, np.ones((chunk_size - n_real, chunk.shape[1]), np.float32)]
-            )
-        out = _eval_chunk(
-            state, tokens, jnp.asarray(chunk), replacement, metric, graphdef=graphdef, comps=comps
-        )
-        outputs.append(np.asarray(out)[:n_real])
-    per_example = np.concatenate(outputs, axis=0)
+    mesh = default_mesh() if mesh is None else mesh
+    if len(mesh.axis_names) != 1:
+        raise ValueError(f"mesh must be 1-D (one axis for the masks), got axes {mesh.axis_names}")
+    runner = _Runner(model, comps, tokens, replacement, metric, share_prefix, mesh)
+    chunk = _chunking.choose(
+        runner, rows_arr, model.config, tokens.shape, chunk_size=chunk_size, budget=memory_budget
+    )
+    prep = runner.prepare(rows_arr, chunk)
+    outputs = [runner.run_chunk(prep, i) for i in range(prep.n_chunks)]
+    per_example = prep.unsort(np.concatenate([np.asarray(o) for o in outputs], axis=0))
     return per_example if return_per_example else per_example.mean(axis=1)

@@ -5,7 +5,7 @@ import pytest
 from flax import nnx
 
 import jaxablate as ja
-from jaxablate.evaluate import _eval_chunk
+from jaxablate.evaluate import _naive_chunk, _tree_chunk
 
 
 @pytest.fixture(scope="module")
@@ -53,27 +53,28 @@ def test_chunked_equals_unchunked(setup, chunk_size):
     np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-6)
 
 
-def test_second_call_does_not_recompile(setup):
+@pytest.mark.parametrize("share_prefix", [True, False])
+def test_second_call_does_not_recompile(setup, share_prefix):
     model, comps, tokens = setup
-    rows = ja.subsets.sample(__import__("jax").random.key(0), len(comps), 20)
-    ja.evaluate(model, comps, rows, tokens, chunk_size=8)  # 3 chunks, the last one padded
-    before = _eval_chunk._cache_size()
-    ja.evaluate(model, comps, ~rows, tokens, chunk_size=8)
+    jitted = _tree_chunk if share_prefix else _naive_chunk
+    rows = ja.subsets.all(len(comps))[::3]
+    kwargs = dict(chunk_size=16, share_prefix=share_prefix)
+    ja.evaluate(model, comps, rows, tokens, **kwargs)  # several chunks, the last one padded
+    before = jitted._cache_size()
     other_tokens = (tokens + 1) % 29
-    ja.evaluate(model, comps, rows, other_tokens, chunk_size=8)
-    ja.evaluate(
-        model, comps, rows, tokens, chunk_size=8, metric=ja.metrics.kl_to_clean(model, tokens)
-    )
-    after_kl = _eval_chunk._cache_size()
+    ja.evaluate(model, comps, rows, other_tokens, **kwargs)
+    ja.evaluate(model, comps, rows[::-1], tokens, **kwargs)
+    ja.evaluate(model, comps, rows, tokens, metric=ja.metrics.kl_to_clean(model, tokens), **kwargs)
+    after_kl = jitted._cache_size()
     ja.evaluate(
         model,
         comps,
         rows,
         other_tokens,
-        chunk_size=8,
         metric=ja.metrics.kl_to_clean(model, other_tokens),
+        **kwargs,
     )
-    assert _eval_chunk._cache_size() == after_kl == before + 1
+    assert jitted._cache_size() == after_kl == before + 1
 
 
 def test_metrics_against_numpy(setup):

@@ -133,7 +133,9 @@ def test_subsets_limits():
 
 
 def test_bad_evaluate_arguments(model):
-    with pytest.raises(ValueError, match=r"chunk_size must be a positive int or None, got 0"):
+    with pytest.raises(
+        ValueError, match=r"chunk_size must be a positive int, 'auto' or None, got 0"
+    ):
         ja.evaluate(model, ja.heads(CFG), ja.subsets.loco(4), TOKENS, chunk_size=0)
     with pytest.raises(
         ValueError, match=r"metric 'bad' must return shape \[batch\]=\(2,\), got \(2, 5\)"

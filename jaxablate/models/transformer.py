@@ -180,13 +180,27 @@ class Transformer(nnx.Module):
         self,
         layer: int,
         resid: Float[Array, "batch seq d_model"],
-        masks: Masks,
-        replacement: Ablation,
+        masks: Masks | None,
+        replacement: Ablation | None,
         z: Float[Array, "batch seq head d_head"] | None = None,
     ) -> Float[Array, "batch seq d_model"]:
-        """One masked block. ``z`` may be passed in when it was computed (shared) already."""
+        """One block with its components masked.
+
+        Args:
+            layer: Which block.
+            resid: Residual stream entering it.
+            masks: Mask values (only ``layer``'s entries are read); ``None`` runs the block
+                unmasked, skipping the blend (same result as all-ones masks).
+            replacement: Fitted replacements (see :meth:`Ablation.fit`); unused without masks.
+            z: The heads' outputs at ``layer`` when they were computed (shared) already.
+        """
         if z is None:
             z = self.attn_z(layer, resid)
+        if masks is None or replacement is None:
+            resid = resid + self.mix_heads(layer, z)
+            if self.mlp is not None:
+                resid = resid + self.mlp_out(layer, resid)
+            return resid
         z = _blend(z, masks.heads[layer], replacement.z[layer])
         attn = _blend(self.mix_heads(layer, z), masks.attn[layer], replacement.attn[layer])
         resid = resid + attn

@@ -1,0 +1,124 @@
+"""Chunk sizes for :func:`jaxablate.evaluate`: bounded by memory, chosen for speed.
+
+The bound comes from an estimate of the activations one row keeps alive (see
+:func:`bytes_per_row`); within it, ``chunk_size="auto"`` times a few sizes on the real rows and
+keeps the fastest per row (on a CPU, chunks that fit the cache win; on a GPU, large ones do).
+"""
+
+import os
+import time
+
+import jax
+import numpy as np
+
+from jaxablate.models.config import ModelConfig
+
+#: Upper bound of the default memory budget, in bytes.
+MAX_DEFAULT_BUDGET = 8 * 2**30
+#: Candidate chunk sizes (per device group) for the timed probe.
+PROBE_SIZES = (16, 64, 256, 1024, 4096, 16384)
+
+_chosen: dict[tuple, int] = {}
+
+
+def bytes_per_row(cfg: ModelConfig, batch: int, seq: int) -> int:
+    """Estimated peak bytes of activations per mask row in one compiled chunk.
+
+    Counts float32 copies of the residual stream and block outputs (~8 x d_model), the MLP
+    hidden layer (2 x d_mlp), attention scores and pattern (2 x heads x seq) and the logits with
+    their log-softmax (3 x vocab), per token.
+    """
+    per_token = 8 * cfg.d_model + 2 * cfg.d_mlp + 2 * cfg.n_heads * seq + 3 * cfg.vocab_size
+    return 4 * batch * seq * per_token
+
+
+def default_budget() -> int:
+    """Half the first device's memory on an accelerator, else a quarter of host RAM (capped)."""
+    device = jax.local_devices()[0]
+    stats = None
+    if device.platform != "cpu":
+        try:
+            stats = device.memory_stats()
+        except Exception:
+            stats = None
+    if stats and stats.get("bytes_limit"):
+        return int(stats["bytes_limit"]) // 2
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        ram = 8 * 2**30
+    return min(ram // 4, MAX_DEFAULT_BUDGET)
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def choose(
+    runner,
+    rows: np.ndarray,
+    cfg: ModelConfig,
+    token_shape: tuple[int, int],
+    *,
+    chunk_size: int | str | None,
+    budget: int | None,
+) -> int:
+    """The chunk size (rows per compiled call, a multiple of the device groups).
+
+    Raises:
+        ValueError: a bad ``chunk_size`` or ``memory_budget``, or a budget too small for even
+            one row per device.
+    """
+    groups = runner.groups
+    n_rows = rows.shape[0]
+    if budget is None:
+        budget = default_budget()
+    elif not isinstance(budget, int | np.integer) or budget <= 0:
+        raise ValueError(f"memory_budget must be a positive number of bytes, got {budget!r}")
+    per_row = bytes_per_row(cfg, *token_shape)
+    cap = int(budget) // per_row
+    if cap < groups:
+        raise ValueError(
+            f"memory_budget={budget} bytes fits {cap} rows but {groups} device(s) need at least "
+            f"one row each ({per_row} bytes per row for tokens of shape {token_shape}); "
+            "raise the budget or evaluate fewer tokens at once"
+        )
+    cap = cap // groups * groups
+    full = _round_up(n_rows, groups)
+    if chunk_size is None:
+        return min(full, cap)
+    if chunk_size == "auto":
+        return _probe(runner, rows, token_shape, min(full, cap))
+    if (
+        isinstance(chunk_size, bool)
+        or not isinstance(chunk_size, int | np.integer)
+        or chunk_size < 1
+    ):
+        raise ValueError(f"chunk_size must be a positive int, 'auto' or None, got {chunk_size!r}")
+    return min(_round_up(int(chunk_size), groups), full)
+
+
+def _probe(runner, rows: np.ndarray, token_shape: tuple[int, int], limit: int) -> int:
+    """Time a few chunk sizes on the first rows and keep the fastest per row."""
+    groups = runner.groups
+    candidates = sorted(
+        {min(s * groups, limit) for s in PROBE_SIZES if s * groups <= limit} | {limit}
+    )
+    if len(candidates) == 1 or limit <= 64 * groups:
+        return limit
+    key = (runner.graphdef, runner.comps, token_shape, runner.share_prefix, groups)
+    if key in _chosen:
+        return min(_chosen[key], limit)
+    best, best_time = candidates[0], float("inf")
+    for size in candidates:
+        prep = runner.prepare(rows[:size], size)
+        jax.block_until_ready(runner.run_chunk(prep, 0))  # compile
+        start = time.perf_counter()
+        jax.block_until_ready(runner.run_chunk(prep, 0))
+        per_row = (time.perf_counter() - start) / size
+        if per_row < best_time:
+            best, best_time = size, per_row
+        elif per_row > 1.25 * best_time:
+            break  # larger chunks only get slower from here
+    _chosen[key] = best
+    return best
