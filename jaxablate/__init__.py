@@ -5,6 +5,7 @@ compiled program; the resulting tables decompose exactly into interaction terms.
 """
 
 from jaxablate import ablation as ablation
+from jaxablate import interactions as interactions
 from jaxablate import metrics as metrics
 from jaxablate import subsets as subsets
 from jaxablate.ablation import Ablation as Ablation
@@ -19,5 +20,8 @@ from jaxablate.models.hf import from_hf as from_hf
 from jaxablate.models.io import load_model as load_model
 from jaxablate.models.io import save_model as save_model
 from jaxablate.models.transformer import Transformer as Transformer
+from jaxablate.sweep import load_sweep as load_sweep
+from jaxablate.sweep import sweep as sweep
+from jaxablate.sweep import sweep_status as sweep_status
 
 __version__ = "0.1.0"

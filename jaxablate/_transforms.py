@@ -15,16 +15,96 @@ and integrating over ``t`` gives Shapley-type indices. Working from ``v`` direct
 cancellation of large Möbius coefficients in float32.
 """
 
+import functools
 import math
 from collections.abc import Callable
 from fractions import Fraction
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, ArrayLike, Float, Int
 
 Pair = Callable[[Array, Array], tuple[Array, Array]]
+
+MAX_PLAYERS = 26
+"""Largest ``n`` accepted: a float32 table over 26 players is 256 MiB, and the transforms keep a
+few such buffers alive (``WORK_BUFFERS``)."""
+
+WORK_BUFFERS = 4
+
+
+# ------------------------------------------------------------------ input validation
+
+
+def gib(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.3g} GiB ({int(nbytes):,} bytes)"
+
+
+def check_n(n: int, what: str, batch: int = 1, itemsize: int = 4) -> None:
+    if n > MAX_PLAYERS:
+        need = WORK_BUFFERS * batch * 2**n * itemsize
+        raise ValueError(
+            f"{what} is over n = {n} players, more than MAX_PLAYERS = {MAX_PLAYERS}: this call "
+            f"would need about {gib(need)} of working memory ({WORK_BUFFERS} buffers of "
+            f"{batch} x 2^{n} values of {itemsize} bytes). Split the players or use fewer."
+        )
+
+
+def players_of(shape: tuple[int, ...], what: str) -> int:
+    if len(shape) == 0:
+        raise ValueError(f"{what} must have a last axis of 2^n coalitions; got a scalar.")
+    size = shape[-1]
+    if size < 2 or size & (size - 1):
+        raise ValueError(
+            f"{what} must have a last axis of length 2^n with n >= 1 (2, 4, 8, ...); got shape "
+            f"{tuple(shape)} with last axis {size}."
+        )
+    return size.bit_length() - 1
+
+
+def float_dtype(dtype: Any, what: str) -> Any:
+    if jnp.issubdtype(dtype, jnp.complexfloating) or not (
+        jnp.issubdtype(dtype, jnp.number) or jnp.issubdtype(dtype, jnp.bool_)
+    ):
+        raise ValueError(f"{what} must hold real numbers; got dtype {dtype}.")
+    if jnp.issubdtype(dtype, jnp.floating):
+        return jax.dtypes.canonicalize_dtype(jnp.promote_types(dtype, jnp.float32))
+    return jnp.asarray(0.0).dtype  # default float: float64 under x64, else float32
+
+
+def as_table(values: ArrayLike, what: str = "values") -> tuple[Array, int]:
+    """Validates a ``[..., 2^n]`` table; returns it as a float jax array and ``n``."""
+    if not isinstance(values, jax.Array | np.ndarray):
+        values = np.asarray(values)
+    shape = tuple(values.shape)
+    n = players_of(shape, what)
+    dtype = float_dtype(values.dtype, what)
+    check_n(n, what, math.prod(shape[:-1]), jnp.dtype(dtype).itemsize)
+    if not isinstance(values, jax.core.Tracer) and not all_finite(values):
+        bad = np.argwhere(~np.isfinite(np.asarray(values)))
+        raise ValueError(
+            f"{what} must be finite; got {len(bad)} NaN/inf entries of {math.prod(shape)}, "
+            f"first at index {tuple(int(i) for i in bad[0])}."
+        )
+    return jnp.asarray(values, dtype=dtype), n
+
+
+def all_finite(values: jax.Array | np.ndarray) -> bool:
+    """Whether a concrete array holds no NaN/inf (checked where it lives: host or device)."""
+    if isinstance(values, jax.Array):
+        return bool(jnp.all(jnp.isfinite(values)))
+    if not np.issubdtype(values.dtype, np.inexact):
+        return True
+    return bool(np.isfinite(values).all())
+
+
+def check_k(k: int, n: int) -> None:
+    if isinstance(k, bool) or not isinstance(k, int | np.integer):
+        raise ValueError(f"k must be a Python int with 1 <= k <= n = {n}; got {k!r}.")
+    if not 1 <= k <= n:
+        raise ValueError(f"k must satisfy 1 <= k <= n = {n}; got k = {k}.")
 
 
 def lift(w: Array, ndim: int) -> Array:
@@ -81,7 +161,7 @@ def walsh_hadamard(x: Array, n: int) -> Array:
     return butterfly(x, n, lambda a, b: ((a + b) * 0.5, (a - b) * 0.5))
 
 
-def integrate(x: Array, n: int, nodes: np.ndarray, weights: np.ndarray) -> Array:
+def integrate(x: Array, n: int, nodes: np.ndarray, weights: Array) -> Array:
     """``sum_q weights[q] * derivative_at(x, n, nodes[q])`` with a ``fori_loop`` over nodes.
 
     One compiled pass body, whatever the number of nodes; memory stays ``O(2^n)``.
@@ -95,33 +175,32 @@ def integrate(x: Array, n: int, nodes: np.ndarray, weights: np.ndarray) -> Array
     return jax.lax.fori_loop(0, len(nodes), body, jnp.zeros_like(x))
 
 
-def graded_superset(x: Array, n: int, table: np.ndarray) -> Array:
+def graded_superset(x: Array, n: int, table: Array) -> Array:
     """``y(S) = sum_{T ⊇ S} table[|S|, |T|] * x(T)`` for a weight table over the two sizes.
 
-    One superset-sum transform per output size with a non-zero row of ``table``: at most
-    ``(n + 1)`` transforms, ``O(n^2 2^n)`` in all.
+    One superset-sum transform per output size whose row of ``table`` is non-zero (rows that
+    are all zero are skipped at run time by ``lax.cond``, so ``table`` can be a traced argument
+    and one compiled program serves every order ``k``): ``O(n^2 2^n)`` at most.
 
     Args:
         x: Table over ``n`` players on its last axis.
         n: Number of players.
-        table: ``[n + 1, n + 1]`` float64 weights, row = output size, column = summed size.
+        table: ``[n + 1, n + 1]`` weights, row = output size, column = summed size.
 
     Returns:
         ``y``, same shape as ``x``.
     """
-    rows = [s for s in range(n + 1) if np.any(table[s] != 0)]
-    if not rows:
-        return jnp.zeros_like(x)
     sizes = sizes_of(n)
-    row_of = jnp.asarray(rows, dtype=jnp.int32)
-    tbl = jnp.asarray(table[rows], dtype=x.dtype)
+    table = jnp.asarray(table, dtype=x.dtype)
 
-    def body(j: int, acc: Array) -> Array:
-        w = tbl[j][sizes]
-        y = superset_sum(x * lift(w, x.ndim), n)
-        return acc + jnp.where(lift(sizes == row_of[j], x.ndim), y, 0)
+    def add_row(s: Array, acc: Array) -> Array:
+        y = superset_sum(x * lift(table[s][sizes], x.ndim), n)
+        return acc + jnp.where(lift(sizes == s, x.ndim), y, 0)
 
-    return jax.lax.fori_loop(0, len(rows), body, jnp.zeros_like(x))
+    def body(s: Array, acc: Array) -> Array:
+        return jax.lax.cond(jnp.any(table[s] != 0), add_row, lambda s, acc: acc, s, acc)
+
+    return jax.lax.fori_loop(0, n + 1, body, jnp.zeros_like(x))
 
 
 # ------------------------------------------------------------------ exact weights (float64 numpy)
@@ -142,6 +221,18 @@ def bernoulli(k: int) -> list[Fraction]:
     return b
 
 
+def stii_weights(n: int, k: int) -> np.ndarray:
+    """Node weights for ``STII_k(S) = sum_{T ⊇ S} m(T) / C(|T|, k)`` at ``|S| = k``.
+
+    ``1 / C(k + d, k) = k B(k, d + 1) = k ∫ t^d (1 - t)^(k-1) dt``, so the sum is
+    ``k ∫ (1 - t)^(k-1) F_t(S) dt``; the integrand has degree ``n - 1`` in ``t`` and the
+    ``n // 2 + 1`` Gauss-Legendre nodes of :func:`gauss_legendre01` integrate it exactly.
+    """
+    t, w = gauss_legendre01(n)
+    return k * w * (1.0 - t) ** (k - 1)
+
+
+@functools.cache
 def k_sii_table(n: int, k: int) -> np.ndarray:
     """``table[s, t] = B_{t - s}`` for ``1 <= s <= t <= k``: k-SII from SII (Bernoulli sums)."""
     b = bernoulli(k)
@@ -152,6 +243,7 @@ def k_sii_table(n: int, k: int) -> np.ndarray:
     return table
 
 
+@functools.cache
 def faith_shapley_table(n: int, k: int) -> np.ndarray:
     """Off-diagonal Möbius weights of Faith-Shap (Tsai, Yeh & Ravikumar 2023, JMLR, Thm. 19).
 
@@ -164,3 +256,112 @@ def faith_shapley_table(n: int, k: int) -> np.ndarray:
         for t in range(k + 1, n + 1):
             table[s, t] = float(c * Fraction(math.comb(t - 1, k), math.comb(t + k - 1, k + s)))
     return table
+
+
+# ------------------------------------------------------------------ jitted kernels (one per index)
+
+
+@jax.jit
+def table_mobius(x: Array) -> Array:
+    return mobius(x, x.shape[-1].bit_length() - 1)
+
+
+@jax.jit
+def table_zeta(x: Array) -> Array:
+    return zeta(x, x.shape[-1].bit_length() - 1)
+
+
+@functools.partial(jax.jit, static_argnames=("banzhaf",))
+def marginal_values(x: Array, banzhaf: bool) -> Array:
+    """``phi_i = sum_{S ∌ i} w(|S|) (v(S + i) - v(S))`` for every player, one pass each."""
+    n = x.shape[-1].bit_length() - 1
+    lead = x.shape[:-1]
+    if banzhaf:
+        w = np.full(n, 2.0 ** (1 - n))
+    else:
+        w = np.array([1.0 / (n * math.comb(n - 1, s)) for s in range(n)])
+    sizes = sizes_of(n)
+    out = []
+    for i in range(n):
+        y = x.reshape(*lead, 2 ** (n - 1 - i), 2, 2**i)
+        without_i = sizes.reshape(2 ** (n - 1 - i), 2, 2**i)[:, 0, :]
+        wi = jnp.asarray(w, dtype=x.dtype)[without_i]
+        out.append(jnp.sum((y[..., 1, :] - y[..., 0, :]) * lift(wi, x.ndim + 1), axis=(-2, -1)))
+    return jnp.stack(out, axis=-1)
+
+
+@jax.jit
+def table_sii(x: Array) -> Array:
+    n = x.shape[-1].bit_length() - 1
+    return integrate(x, n, *gauss_legendre01(n))
+
+
+@jax.jit
+def table_bii(x: Array) -> Array:
+    return derivative_at(x, x.shape[-1].bit_length() - 1, 0.5)
+
+
+# The order k is a traced argument and its weights come as arrays: one compilation per shape.
+
+
+@jax.jit
+def table_k_sii(x: Array, k: Array, table: Array) -> Array:
+    n = x.shape[-1].bit_length() - 1
+    sii = integrate(x, n, *gauss_legendre01(n))
+    sizes = lift(sizes_of(n), x.ndim)
+    sii = jnp.where(sizes <= k, sii, 0)
+    return jnp.where(sizes == 0, x, graded_superset(sii, n, table))
+
+
+@jax.jit
+def table_shapley_taylor(x: Array, k: Array, weights: Array) -> Array:
+    n = x.shape[-1].bit_length() - 1
+    top = integrate(x, n, gauss_legendre01(n)[0], weights)
+    sizes = lift(sizes_of(n), x.ndim)
+    return jnp.where(sizes < k, mobius(x, n), jnp.where(sizes == k, top, 0))
+
+
+@jax.jit
+def table_faith_shapley(x: Array, k: Array, table: Array) -> Array:
+    n = x.shape[-1].bit_length() - 1
+    m = mobius(x, n)
+    sizes = lift(sizes_of(n), x.ndim)
+    return jnp.where(sizes <= k, m, 0) + graded_superset(m, n, table)
+
+
+@jax.jit
+def table_spectrum(x: Array) -> Array:
+    n = x.shape[-1].bit_length() - 1
+    power = jnp.square(walsh_hadamard(x, n))
+    by_degree = jax.ops.segment_sum(jnp.moveaxis(power, -1, 0), sizes_of(n), n + 1)
+    by_degree = jnp.moveaxis(by_degree, 0, -1).at[..., 0].set(0)
+    total = jnp.sum(by_degree, axis=-1, keepdims=True)
+    constant = lift(jnp.arange(n + 1) == 0, x.ndim).astype(x.dtype)
+    return jnp.where(total > 0, by_degree / jnp.where(total > 0, total, 1), constant)
+
+
+@jax.jit
+def table_loco(x: Array) -> Array:
+    n = x.shape[-1].bit_length() - 1
+    full = 2**n - 1
+    without = np.array([full ^ (1 << i) for i in range(n)])
+    return x[..., full:] - x[..., without]
+
+
+@jax.jit
+def table_removal_pairs(x: Array) -> Array:
+    n = x.shape[-1].bit_length() - 1
+    full = 2**n - 1
+    bit = 1 << np.arange(n)
+    wi = np.broadcast_to((full ^ bit)[:, None], (n, n))
+    wij = full & ~(bit[:, None] | bit[None, :])
+    out = x[..., full:][..., None] - x[..., wi] - x[..., wi.T] + x[..., wij]
+    return jnp.where(lift(jnp.eye(n, dtype=bool), out.ndim), 0, out)
+
+
+@jax.jit
+def table_pairs(x: Array) -> Array:
+    n = x.shape[-1].bit_length() - 1
+    bit = 1 << np.arange(n)
+    out = x[..., bit[:, None] | bit[None, :]]
+    return jnp.where(lift(jnp.eye(n, dtype=bool), out.ndim), 0, out)

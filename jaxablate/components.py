@@ -243,15 +243,28 @@ def _layers(cfg: ModelConfig, layers: Iterable[int] | None) -> list[int]:
     return out
 
 
-def heads(cfg: ModelConfig, layers: Sequence[int] | None = None) -> Components:
-    """Every attention head of ``layers`` (all layers by default), layer-major."""
+def heads(
+    cfg: ModelConfig, layers: Sequence[int] | None = None, *, heads: Sequence[int] | None = None
+) -> Components:
+    """Attention heads of ``layers`` (all by default), layer-major.
+
+    Args:
+        cfg: The model's config.
+        layers: Which layers (default: all).
+        heads: Which head indices within each layer (default: all).
+    """
+    if heads is None:
+        chosen = list(range(cfg.n_heads))
+    else:
+        chosen = [int(h) for h in heads]
+        bad = [h for h in chosen if not 0 <= h < cfg.n_heads]
+        if bad or not chosen:
+            raise ValueError(
+                f"heads {chosen} invalid: need a non-empty list in 0..{cfg.n_heads - 1}"
+            )
     return Components(
         cfg,
-        tuple(
-            Component("head", layer, h)
-            for layer in _layers(cfg, layers)
-            for h in range(cfg.n_heads)
-        ),
+        tuple(Component("head", layer, h) for layer in _layers(cfg, layers) for h in chosen),
     )
 
 

@@ -18,21 +18,24 @@ and convex combinations), so their float32 error is a few ``eps * max|v| * n``. 
 :func:`zeta` and :func:`faith_shapley` go through Möbius coefficients, whose float32 rounding
 error can grow like ``eps * max|v| * 2^(n/2)`` on rough games; use x64 for those at large ``n``.
 
-Input checks (shape, size limit, ``k``) always run; the NaN/inf check runs only when the input is
-concrete: under ``jax.jit`` the values are tracers and the check is skipped.
+``MAX_PLAYERS = 26`` is the largest ``n`` accepted (a float32 table over 26 players is 256 MiB
+and the transforms keep a few such buffers); a larger table raises ``ValueError`` naming the
+memory the call would need. Input checks (shape, size limit, ``k``) always run; the NaN/inf
+check runs only when the input is concrete: under ``jax.jit`` the values are tracers and the
+check is skipped.
 """
 
-import functools
+import importlib
+import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, Int, Real
 
 from jaxablate import _transforms as tf
+from jaxablate._transforms import MAX_PLAYERS
 
 __all__ = [
     "MAX_PLAYERS",
@@ -57,79 +60,8 @@ __all__ = [
     "zeta",
 ]
 
-MAX_PLAYERS = 26
-"""Largest ``n`` accepted: a float32 table over 26 players is 256 MiB, and the transforms keep a
-few such buffers alive (``_WORK_BUFFERS``)."""
-
-_WORK_BUFFERS = 4
-
 SHAPIQ_INDICES = ("Moebius", "SII", "BII", "k-SII", "STII", "FSII", "SV", "BV")
 """Index names accepted by :func:`to_shapiq` (shapiq's spelling)."""
-
-
-# ---------------------------------------------------------------------------- input validation
-
-
-def _gib(nbytes: float) -> str:
-    return f"{nbytes / 2**30:.3g} GiB ({int(nbytes):,} bytes)"
-
-
-def _check_n(n: int, what: str, batch: int = 1, itemsize: int = 4) -> None:
-    if n > MAX_PLAYERS:
-        need = _WORK_BUFFERS * batch * 2**n * itemsize
-        raise ValueError(
-            f"{what} is over n = {n} players, more than MAX_PLAYERS = {MAX_PLAYERS}: this call "
-            f"would need about {_gib(need)} of working memory ({_WORK_BUFFERS} buffers of "
-            f"{batch} x 2^{n} values of {itemsize} bytes). Split the players or use fewer."
-        )
-
-
-def _players_of(shape: tuple[int, ...], what: str) -> int:
-    if len(shape) == 0:
-        raise ValueError(f"{what} must have a last axis of 2^n coalitions; got a scalar.")
-    size = shape[-1]
-    if size < 2 or size & (size - 1):
-        raise ValueError(
-            f"{what} must have a last axis of length 2^n with n >= 1 (2, 4, 8, ...); got shape "
-            f"{tuple(shape)} with last axis {size}."
-        )
-    return size.bit_length() - 1
-
-
-def _float_dtype(dtype: Any, what: str) -> Any:
-    if jnp.issubdtype(dtype, jnp.complexfloating) or not (
-        jnp.issubdtype(dtype, jnp.number) or jnp.issubdtype(dtype, jnp.bool_)
-    ):
-        raise ValueError(f"{what} must hold real numbers; got dtype {dtype}.")
-    if jnp.issubdtype(dtype, jnp.floating):
-        return jnp.promote_types(dtype, jnp.float32)
-    return jnp.asarray(0.0).dtype  # default float: float64 under x64, else float32
-
-
-def _as_table(values: ArrayLike, what: str = "values") -> tuple[Array, int]:
-    """Validates a ``[..., 2^n]`` table; returns it as a float jax array and ``n``."""
-    if not isinstance(values, jax.Array | np.ndarray):
-        values = np.asarray(values)
-    shape = tuple(values.shape)
-    n = _players_of(shape, what)
-    dtype = _float_dtype(values.dtype, what)
-    _check_n(n, what, math.prod(shape[:-1]), jnp.dtype(dtype).itemsize)
-    if not isinstance(values, jax.core.Tracer):
-        finite = np.isfinite(np.asarray(values, dtype=np.float64))
-        if not finite.all():
-            bad = np.argwhere(~finite)
-            raise ValueError(
-                f"{what} must be finite; got {len(bad)} NaN/inf entries of {finite.size}, first "
-                f"at index {tuple(int(i) for i in bad[0])}."
-            )
-    return jnp.asarray(values, dtype=dtype), n
-
-
-def _check_k(k: int, n: int) -> None:
-    if isinstance(k, bool) or not isinstance(k, int | np.integer):
-        raise ValueError(f"k must be a Python int with 1 <= k <= n = {n}; got {k!r}.")
-    if not 1 <= k <= n:
-        raise ValueError(f"k must satisfy 1 <= k <= n = {n}; got k = {k}.")
 
 
 def n_players(values: ArrayLike) -> int:
@@ -139,8 +71,8 @@ def n_players(values: ArrayLike) -> int:
         ValueError: If the last axis is not a power of two >= 2, or ``n > MAX_PLAYERS``.
     """
     shape = tuple(np.shape(values))
-    n = _players_of(shape, "values")
-    _check_n(n, "values", math.prod(shape[:-1]))
+    n = tf.players_of(shape, "values")
+    tf.check_n(n, "values", math.prod(shape[:-1]))
     return n
 
 
@@ -152,92 +84,8 @@ def coalition_sizes(n: int) -> Int[Array, " n_coalitions"]:
     """
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
         raise ValueError(f"n must be an int >= 0; got {n!r}.")
-    _check_n(int(n), "coalition_sizes")
+    tf.check_n(int(n), "coalition_sizes")
     return tf.sizes_of(int(n))
-
-
-# ---------------------------------------------------------------------------- jitted kernels
-
-
-@jax.jit
-def _mobius(x: Array) -> Array:
-    return tf.mobius(x, x.shape[-1].bit_length() - 1)
-
-
-@jax.jit
-def _zeta(x: Array) -> Array:
-    return tf.zeta(x, x.shape[-1].bit_length() - 1)
-
-
-@functools.partial(jax.jit, static_argnames=("banzhaf",))
-def _marginal_values(x: Array, banzhaf: bool) -> Array:
-    """``phi_i = sum_{S ∌ i} w(|S|) (v(S + i) - v(S))`` for every player, one pass each."""
-    n = x.shape[-1].bit_length() - 1
-    lead = x.shape[:-1]
-    if banzhaf:
-        w = np.full(n, 2.0 ** (1 - n))
-    else:
-        w = np.array([1.0 / (n * math.comb(n - 1, s)) for s in range(n)])
-    sizes = tf.sizes_of(n)
-    out = []
-    for i in range(n):
-        y = x.reshape(*lead, 2 ** (n - 1 - i), 2, 2**i)
-        without_i = sizes.reshape(2 ** (n - 1 - i), 2, 2**i)[:, 0, :]
-        wi = jnp.asarray(w, dtype=x.dtype)[without_i]
-        out.append(jnp.sum((y[..., 1, :] - y[..., 0, :]) * tf.lift(wi, x.ndim), axis=(-2, -1)))
-    return jnp.stack(out, axis=-1)
-
-
-@jax.jit
-def _sii(x: Array) -> Array:
-    n = x.shape[-1].bit_length() - 1
-    return tf.integrate(x, n, *tf.gauss_legendre01(n))
-
-
-@jax.jit
-def _bii(x: Array) -> Array:
-    return tf.derivative_at(x, x.shape[-1].bit_length() - 1, 0.5)
-
-
-@functools.partial(jax.jit, static_argnames=("k",))
-def _k_sii(x: Array, k: int) -> Array:
-    n = x.shape[-1].bit_length() - 1
-    sii = tf.integrate(x, n, *tf.gauss_legendre01(n))
-    sizes = tf.lift(tf.sizes_of(n), x.ndim)
-    sii = jnp.where(sizes <= k, sii, 0)
-    out = tf.graded_superset(sii, n, tf.k_sii_table(n, k))
-    return jnp.where(sizes == 0, x, out)
-
-
-@functools.partial(jax.jit, static_argnames=("k",))
-def _shapley_taylor(x: Array, k: int) -> Array:
-    n = x.shape[-1].bit_length() - 1
-    # For |S| = k: sum_{T ⊇ S} m(T) / C(|T|, k) = k ∫ (1 - t)^(k-1) F_t(S) dt (a Beta integral);
-    # the integrand has degree n - 1 in t, so Gauss-Legendre with n // 2 + 1 nodes is exact.
-    t, w = tf.gauss_legendre01(n)
-    top = tf.integrate(x, n, t, k * w * (1.0 - t) ** (k - 1))
-    sizes = tf.lift(tf.sizes_of(n), x.ndim)
-    low = tf.mobius(x, n) if k > 1 else x
-    return jnp.where(sizes < k, low, jnp.where(sizes == k, top, 0))
-
-
-@functools.partial(jax.jit, static_argnames=("k",))
-def _faith_shapley(x: Array, k: int) -> Array:
-    n = x.shape[-1].bit_length() - 1
-    m = tf.mobius(x, n)
-    sizes = tf.lift(tf.sizes_of(n), x.ndim)
-    return jnp.where(sizes <= k, m, 0) + tf.graded_superset(m, n, tf.faith_shapley_table(n, k))
-
-
-@jax.jit
-def _spectrum(x: Array) -> Array:
-    n = x.shape[-1].bit_length() - 1
-    power = jnp.square(tf.walsh_hadamard(x, n))
-    by_degree = jax.ops.segment_sum(jnp.moveaxis(power, -1, 0), tf.sizes_of(n), n + 1)
-    by_degree = jnp.moveaxis(by_degree, 0, -1).at[..., 0].set(0)
-    total = jnp.sum(by_degree, axis=-1, keepdims=True)
-    constant = tf.lift(jnp.arange(n + 1) == 0, x.ndim).astype(x.dtype)
-    return jnp.where(total > 0, by_degree / jnp.where(total > 0, total, 1), constant)
 
 
 # ---------------------------------------------------------------------------- public transforms
@@ -258,8 +106,8 @@ def mobius(values: Real[ArrayLike, "... n_coalitions"]) -> Float[Array, "... n_c
     Raises:
         ValueError: Last axis not ``2^n``, ``n > MAX_PLAYERS``, or NaN/inf in a concrete input.
     """
-    x, _ = _as_table(values)
-    return _mobius(x)
+    x, _ = tf.as_table(values)
+    return tf.table_mobius(x)
 
 
 def zeta(dividends: Real[ArrayLike, "... n_coalitions"]) -> Float[Array, "... n_coalitions"]:
@@ -274,8 +122,8 @@ def zeta(dividends: Real[ArrayLike, "... n_coalitions"]) -> Float[Array, "... n_
     Raises:
         ValueError: As :func:`mobius`.
     """
-    x, _ = _as_table(dividends, "dividends")
-    return _zeta(x)
+    x, _ = tf.as_table(dividends, "dividends")
+    return tf.table_zeta(x)
 
 
 def shapley(values: Real[ArrayLike, "... n_coalitions"]) -> Float[Array, "... n_players"]:
@@ -292,8 +140,8 @@ def shapley(values: Real[ArrayLike, "... n_coalitions"]) -> Float[Array, "... n_
     Raises:
         ValueError: As :func:`mobius`.
     """
-    x, _ = _as_table(values)
-    return _marginal_values(x, banzhaf=False)
+    x, _ = tf.as_table(values)
+    return tf.marginal_values(x, banzhaf=False)
 
 
 def banzhaf(values: Real[ArrayLike, "... n_coalitions"]) -> Float[Array, "... n_players"]:
@@ -308,8 +156,8 @@ def banzhaf(values: Real[ArrayLike, "... n_coalitions"]) -> Float[Array, "... n_
     Raises:
         ValueError: As :func:`mobius`.
     """
-    x, _ = _as_table(values)
-    return _marginal_values(x, banzhaf=True)
+    x, _ = tf.as_table(values)
+    return tf.marginal_values(x, banzhaf=True)
 
 
 def loco(values: Real[ArrayLike, "... n_coalitions"]) -> Float[Array, "... n_players"]:
@@ -327,13 +175,13 @@ def loco(values: Real[ArrayLike, "... n_coalitions"]) -> Float[Array, "... n_pla
     Raises:
         ValueError: As :func:`mobius`.
     """
-    x, n = _as_table(values)
-    full = 2**n - 1
-    without = np.array([full ^ (1 << i) for i in range(n)])
-    return x[..., full:] - x[..., without]
+    x, _ = tf.as_table(values)
+    return tf.table_loco(x)
 
 
-def removal_pairs(values: Real[ArrayLike, "... n_coalitions"]) -> Float[Array, "... n_players n_players"]:
+def removal_pairs(
+    values: Real[ArrayLike, "... n_coalitions"],
+) -> Float[Array, "... n_players n_players"]:
     """Leave-two-out interaction ``v(N) - v(N \\ i) - v(N \\ j) + v(N \\ ij)`` of every pair.
 
     What a pairwise ablation study sees: the pair's effect beyond the two single removals
@@ -349,13 +197,8 @@ def removal_pairs(values: Real[ArrayLike, "... n_coalitions"]) -> Float[Array, "
     Raises:
         ValueError: As :func:`mobius`.
     """
-    x, n = _as_table(values)
-    full = 2**n - 1
-    bit = 1 << np.arange(n)
-    wi = np.broadcast_to((full ^ bit)[:, None], (n, n))
-    wij = full & ~(bit[:, None] | bit[None, :])
-    out = x[..., full:][..., None] - x[..., wi] - x[..., wi.T] + x[..., wij]
-    return jnp.where(tf.lift(jnp.eye(n, dtype=bool), out.ndim), 0, out)
+    x, _ = tf.as_table(values)
+    return tf.table_removal_pairs(x)
 
 
 def shapley_interaction(
@@ -376,8 +219,8 @@ def shapley_interaction(
     Raises:
         ValueError: As :func:`mobius`.
     """
-    x, _ = _as_table(values)
-    return _sii(x)
+    x, _ = tf.as_table(values)
+    return tf.table_sii(x)
 
 
 def banzhaf_interaction(
@@ -397,8 +240,8 @@ def banzhaf_interaction(
     Raises:
         ValueError: As :func:`mobius`.
     """
-    x, _ = _as_table(values)
-    return _bii(x)
+    x, _ = tf.as_table(values)
+    return tf.table_bii(x)
 
 
 def k_sii(values: Real[ArrayLike, "... n_coalitions"], k: int) -> Float[Array, "... n_coalitions"]:
@@ -419,9 +262,9 @@ def k_sii(values: Real[ArrayLike, "... n_coalitions"], k: int) -> Float[Array, "
     Raises:
         ValueError: As :func:`mobius`, or ``k`` out of range.
     """
-    x, n = _as_table(values)
-    _check_k(k, n)
-    return _k_sii(x, int(k))
+    x, n = tf.as_table(values)
+    tf.check_k(k, n)
+    return tf.table_k_sii(x, int(k), tf.k_sii_table(n, k))
 
 
 def shapley_taylor(
@@ -443,9 +286,9 @@ def shapley_taylor(
     Raises:
         ValueError: As :func:`mobius`, or ``k`` out of range.
     """
-    x, n = _as_table(values)
-    _check_k(k, n)
-    return _shapley_taylor(x, int(k))
+    x, n = tf.as_table(values)
+    tf.check_k(k, n)
+    return tf.table_shapley_taylor(x, int(k), tf.stii_weights(n, k))
 
 
 def faith_shapley(
@@ -473,12 +316,14 @@ def faith_shapley(
     Raises:
         ValueError: As :func:`mobius`, or ``k`` out of range.
     """
-    x, n = _as_table(values)
-    _check_k(k, n)
-    return _faith_shapley(x, int(k))
+    x, n = tf.as_table(values)
+    tf.check_k(k, n)
+    return tf.table_faith_shapley(x, int(k), tf.faith_shapley_table(n, k))
 
 
-def pairs(per_coalition: Real[ArrayLike, "... n_coalitions"]) -> Float[Array, "... n_players n_players"]:
+def pairs(
+    per_coalition: Real[ArrayLike, "... n_coalitions"],
+) -> Float[Array, "... n_players n_players"]:
     """Order-2 entries of a per-coalition array as a symmetric ``[n, n]`` matrix.
 
     ``out[i, j] = per_coalition[(1 << i) | (1 << j)]`` for ``i != j``; the **diagonal is zero**
@@ -493,10 +338,8 @@ def pairs(per_coalition: Real[ArrayLike, "... n_coalitions"]) -> Float[Array, ".
     Raises:
         ValueError: As :func:`mobius`.
     """
-    x, n = _as_table(per_coalition, "per_coalition")
-    bit = 1 << np.arange(n)
-    out = x[..., bit[:, None] | bit[None, :]]
-    return jnp.where(tf.lift(jnp.eye(n, dtype=bool), out.ndim), 0, out)
+    x, _ = tf.as_table(per_coalition, "per_coalition")
+    return tf.table_pairs(x)
 
 
 def spectrum(values: Real[ArrayLike, "... n_coalitions"]) -> Float[Array, "... n_degrees"]:
@@ -518,5 +361,207 @@ def spectrum(values: Real[ArrayLike, "... n_coalitions"]) -> Float[Array, "... n
     Raises:
         ValueError: As :func:`mobius`.
     """
-    x, _ = _as_table(values)
-    return _spectrum(x)
+    x, _ = tf.as_table(values)
+    return tf.table_spectrum(x)
+
+
+# ---------------------------------------------------------------------------- shapiq interop
+
+
+def _shapiq_order(n: int, min_order: int, max_order: int) -> list[tuple[int, ...]]:
+    """Coalitions of ``min_order..max_order`` players, by size then lexicographic (as shapiq)."""
+    return [
+        c
+        for size in range(min_order, max_order + 1)
+        for c in itertools.combinations(range(n), size)
+    ]
+
+
+def _import_shapiq() -> Any:
+    try:
+        import shapiq
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "shapiq interop needs the optional extra: pip install jaxablate[shapiq]"
+        ) from err
+    return shapiq
+
+
+def to_shapiq(
+    per_coalition: Real[ArrayLike, " n_coalitions"],
+    index: str,
+    order: int,
+    *,
+    baseline_value: float | None = None,
+    min_order: int = 0,
+) -> Any:
+    """Wraps a per-coalition array as a ``shapiq.InteractionValues`` (needs the shapiq extra).
+
+    Keeps the coalitions with ``min_order <= |S| <= order``. Read the result with
+    ``.dict_values`` (tuple of players -> value) or ``iv[(i, j)]``; :func:`from_shapiq` goes back.
+
+    Args:
+        per_coalition: One ``[2^n]`` array in bit order (no batch axes), e.g. from
+            :func:`k_sii` or :func:`shapley_interaction`.
+        index: shapiq's name of the index, one of ``SHAPIQ_INDICES``: ``"Moebius"``,
+            ``"SII"``, ``"BII"``, ``"k-SII"``, ``"STII"``, ``"FSII"``, ``"SV"``, ``"BV"``.
+            ``"SV"``/``"BV"`` take the output of :func:`shapley_interaction` /
+            :func:`banzhaf_interaction` with ``order=1``; their ``()`` entry is set to
+            ``baseline_value`` as shapiq does.
+        order: Largest coalition size kept (shapiq's ``max_order``), ``1 <= order <= n``.
+        baseline_value: ``v(∅)``. Defaults to ``per_coalition[0]``, which is ``v(∅)`` for
+            :func:`mobius`, :func:`k_sii`, :func:`shapley_taylor` and :func:`faith_shapley`;
+            required for ``"SII"``, ``"BII"``, ``"SV"`` and ``"BV"``, whose entry 0 is not ``v(∅)``.
+        min_order: Smallest coalition size kept, ``0 <= min_order <= order``.
+
+    Returns:
+        ``shapiq.InteractionValues`` with ``estimated=False``.
+
+    Raises:
+        ImportError: If shapiq is not installed.
+        ValueError: Bad shape, index, orders, a missing ``baseline_value``, or NaN/inf.
+    """
+    host = np.array(per_coalition, dtype=np.float64)  # float64 even when x64 is off
+    _, n = tf.as_table(host, "per_coalition")
+    if host.ndim != 1:
+        raise ValueError(
+            f"per_coalition must be one table [2^n] without batch axes; got shape {host.shape}."
+        )
+    if index not in SHAPIQ_INDICES:
+        raise ValueError(f"index must be one of {SHAPIQ_INDICES}; got {index!r}.")
+    if isinstance(order, bool) or not isinstance(order, int | np.integer) or not 1 <= order <= n:
+        raise ValueError(f"order must be an int with 1 <= order <= n = {n}; got {order!r}.")
+    if index in ("SV", "BV") and order != 1:
+        raise ValueError(f"index {index!r} needs order = 1; got order = {order}.")
+    if not 0 <= min_order <= order:
+        raise ValueError(
+            f"min_order must satisfy 0 <= min_order <= order = {order}; got {min_order}."
+        )
+    if baseline_value is None:
+        if index in ("SII", "BII", "SV", "BV"):
+            raise ValueError(
+                f"index {index!r}: pass baseline_value=v(∅) (entry 0 of a {index} array is not "
+                "v(∅))."
+            )
+        baseline_value = float(host[0])
+    shapiq = _import_shapiq()
+    if index in ("SV", "BV"):
+        host[0] = baseline_value
+    coalitions = _shapiq_order(n, int(min_order), int(order))
+    codes = np.array([sum(1 << i for i in c) for c in coalitions], dtype=np.int64)
+    return shapiq.InteractionValues(
+        values=host[codes],
+        index=index,
+        max_order=int(order),
+        min_order=int(min_order),
+        n_players=n,
+        interaction_lookup={c: j for j, c in enumerate(coalitions)},
+        estimated=False,
+        baseline_value=float(baseline_value),
+    )
+
+
+def from_shapiq(interaction_values: Any) -> np.ndarray:
+    """Reads a ``shapiq.InteractionValues`` into a float64 ``[2^n]`` array in bit order.
+
+    Coalitions it does not hold are 0. Uses ``.dict_values``, not the ``.values`` order.
+
+    Args:
+        interaction_values: A ``shapiq.InteractionValues``.
+
+    Returns:
+        numpy float64 ``[2^n]`` with ``n = interaction_values.n_players``.
+    """
+    n = int(interaction_values.n_players)
+    tf.check_n(n, "interaction_values", itemsize=8)
+    out = np.zeros(2**n, dtype=np.float64)
+    for players, value in interaction_values.dict_values.items():
+        out[sum(1 << int(i) for i in players)] = value
+    return out
+
+
+class ShapiqGame:
+    """A shapiq-compatible game: ablation-study values of coalitions of model components.
+
+    Calling it on a ``bool [m, n]`` coalition matrix (``True`` = component kept) returns the
+    metric of each row via :func:`jaxablate.evaluate.evaluate`, so it plugs into shapiq's
+    approximators and ``shapiq.ExactComputer(game, n_players=game.n_players)``. Use
+    :meth:`from_value_fn` to wrap any ``rows -> values`` function instead.
+
+    Args:
+        model: The ``jaxablate.Transformer``.
+        comps: The players (``jaxablate.Components``); column ``i`` is ``comps[i]``.
+        tokens: ``int [batch, seq]`` inputs.
+        metric: ``(logits, tokens) -> [batch]``; loss-like metrics: lower is better.
+        ablation: Replacement for removed components.
+        chunk_size: Rows per compiled call (default: all rows in one call).
+
+    Attributes:
+        n_players: Number of players ``n``.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        comps: Any,
+        tokens: Int[ArrayLike, "batch seq"],
+        *,
+        metric: Callable[..., Any],
+        ablation: Any,
+        chunk_size: int | None = None,
+    ) -> None:
+        self.n_players = len(comps)
+
+        def value_fn(rows: np.ndarray) -> np.ndarray:
+            # Lazy, and by module path: ``jaxablate.evaluate`` may also name the function.
+            evaluate_module = importlib.import_module("jaxablate.evaluate")
+            return evaluate_module.evaluate(
+                model, comps, rows, tokens, metric=metric, ablation=ablation, chunk_size=chunk_size
+            )
+
+        self._value_fn: Callable[[np.ndarray], Any] = value_fn
+
+    @classmethod
+    def from_value_fn(
+        cls, value_fn: Callable[[np.ndarray], ArrayLike], n_players: int
+    ) -> "ShapiqGame":
+        """A game from any ``value_fn(rows: bool [m, n]) -> values [m]``."""
+        if isinstance(n_players, bool) or not isinstance(n_players, int) or n_players < 1:
+            raise ValueError(f"n_players must be an int >= 1; got {n_players!r}.")
+        game = cls.__new__(cls)
+        game.n_players = n_players
+        game._value_fn = value_fn
+        return game
+
+    def __call__(self, coalitions: Bool[ArrayLike, "n_masks n_players"]) -> np.ndarray:
+        """Values of the coalitions, float64 ``[m]`` (a 1-D coalition gives ``[1]``)."""
+        rows = np.asarray(coalitions)
+        if rows.ndim == 1:
+            rows = rows[None, :]
+        if rows.ndim != 2 or rows.shape[1] != self.n_players:
+            raise ValueError(
+                f"coalitions must be bool [m, n_players = {self.n_players}]; got shape "
+                f"{np.shape(coalitions)}."
+            )
+        out = np.asarray(self._value_fn(rows.astype(bool)), dtype=np.float64)
+        if out.shape != (rows.shape[0],):
+            raise ValueError(
+                f"the value function must return [m] = [{rows.shape[0]}] values; got {out.shape}."
+            )
+        return out
+
+    def table(self, chunk_rows: int | None = None) -> np.ndarray:
+        """Values of all ``2^n`` coalitions in bit order (``2^n`` evaluations), float64.
+
+        Args:
+            chunk_rows: Rows per call of the value function (default: all at once).
+        """
+        tf.check_n(self.n_players, "ShapiqGame", itemsize=8)
+        rows = _bit_rows(self.n_players)
+        step = chunk_rows or len(rows)
+        return np.concatenate([self(rows[i : i + step]) for i in range(0, len(rows), step)])
+
+
+def _bit_rows(n: int) -> np.ndarray:
+    """``bool [2^n, n]`` with ``rows[r, i] = (r >> i) & 1`` (bit order)."""
+    return ((np.arange(2**n)[:, None] >> np.arange(n)[None, :]) & 1).astype(bool)

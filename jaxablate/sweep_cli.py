@@ -1,0 +1,275 @@
+"""``jaxablate sweep`` and ``jaxablate show``: thin command-line wrappers over the sweep library.
+
+::
+
+    jaxablate sweep --model induction-2l --tokens tokens.npy --components heads \\
+        --ablation mean --metric loss --out runs/heads
+    jaxablate show runs/heads
+"""
+
+import argparse
+import os
+import re
+import sys
+from typing import Any
+
+import numpy as np
+
+from jaxablate import ablation as ablation_lib
+from jaxablate import metrics as metrics_lib
+from jaxablate.components import Component, Components, blocks, heads
+from jaxablate.models.config import ModelConfig
+from jaxablate.models.transformer import Transformer
+from jaxablate.sweep import load_sweep, sweep
+
+ABLATIONS = ("zero", "mean", "resample")
+METRICS = ("loss", "accuracy", "kl")
+_KIND_SPEC = re.compile(r"^(heads|attn|mlp)(?::(\d+)(?:-(\d+))?)?$")
+_NAME_SPEC = re.compile(r"^L(\d+)(?:H(\d+)|\.(attn|mlp))$")
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def resolve_model(name_or_dir: str) -> Transformer:
+    """A model from a directory (jaxablate or Hugging Face format) or a shipped toy model name.
+
+    Raises:
+        ValueError: neither a directory nor a known toy model.
+    """
+    if os.path.isdir(name_or_dir):
+        from jaxablate.models.io import load_model
+
+        return load_model(name_or_dir)
+    try:
+        from jaxablate.pretrained import list_pretrained, load_pretrained
+    except ImportError as err:
+        raise ValueError(
+            f"--model {name_or_dir!r} is not a directory, and shipped toy models are "
+            f"unavailable ({err})"
+        ) from None
+    known = list_pretrained()
+    if name_or_dir not in known:
+        raise ValueError(
+            f"--model {name_or_dir!r} is neither a model directory nor a shipped toy model; "
+            f"shipped: {known}"
+        )
+    loaded = load_pretrained(name_or_dir)
+    return loaded[0] if isinstance(loaded, tuple) else loaded
+
+
+def _layers(cfg: ModelConfig, lo: str | None, hi: str | None) -> list[int] | None:
+    if lo is None:
+        return None
+    first, last = int(lo), int(lo if hi is None else hi)
+    if last < first:
+        raise ValueError(f"layer range {first}-{last} is empty (ranges are inclusive: low-high)")
+    return list(range(first, last + 1))
+
+
+def parse_components(cfg: ModelConfig, spec: str) -> Components:
+    """Components from a comma-separated spec, in the order given.
+
+    Items: ``heads``, ``attn``, ``mlp`` (every layer), ``heads:2`` (one layer), ``heads:1-3``
+    (inclusive layer range), or a component name (``L0H3``, ``L1.attn``, ``L1.mlp``). For
+    example ``heads:0,mlp`` is every head of layer 0 followed by every MLP block.
+
+    Raises:
+        ValueError: an item matches none of these forms or names a missing layer or head.
+    """
+    parts: list[Components] = []
+    for item in (s.strip() for s in spec.split(",")):
+        kind = _KIND_SPEC.match(item)
+        name = _NAME_SPEC.match(item)
+        if kind:
+            layers = _layers(cfg, kind.group(2), kind.group(3))
+            if kind.group(1) == "heads":
+                parts.append(heads(cfg, layers))
+            else:
+                parts.append(blocks(cfg, kind.group(1), layers))
+        elif name:
+            layer = int(name.group(1))
+            if not 0 <= layer < cfg.n_layers:
+                raise ValueError(f"component {item}: the model has layers 0..{cfg.n_layers - 1}")
+            if name.group(2) is not None:
+                head = int(name.group(2))
+                if not 0 <= head < cfg.n_heads:
+                    raise ValueError(f"component {item}: the model has heads 0..{cfg.n_heads - 1}")
+                one = Components(cfg, (Component("head", layer, head),))
+            else:
+                one = blocks(cfg, name.group(3), [layer])
+            parts.append(one)
+        else:
+            raise ValueError(
+                f"unknown component spec {item!r}; use heads, attn, mlp, optionally with layers "
+                "(heads:2, heads:1-3), or names like L0H3, L1.mlp, joined by commas"
+            )
+    out = parts[0]
+    for p in parts[1:]:
+        out = out + p
+    return out
+
+
+def _load_tokens(path: str, what: str) -> np.ndarray:
+    try:
+        tokens = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{what} {path}: cannot read a .npy array ({err})") from None
+    if tokens.ndim != 2 or not np.issubdtype(tokens.dtype, np.integer):
+        raise ValueError(
+            f"{what} {path} must hold an integer array [batch, seq], got {tokens.dtype} "
+            f"{tokens.shape}"
+        )
+    return tokens
+
+
+def _ablation(kind: str, model: Transformer, tokens: np.ndarray, ref: np.ndarray | None):
+    if kind == "zero":
+        return ablation_lib.zero()
+    if kind == "mean":
+        return ablation_lib.mean(model, tokens if ref is None else ref)
+    if ref is None:
+        raise ValueError("--ablation resample needs --ref-tokens (source inputs, same shape)")
+    if ref.shape != tokens.shape:
+        raise ValueError(
+            f"--ref-tokens for resample must have the tokens' shape {tokens.shape}, got {ref.shape}"
+        )
+    return ablation_lib.resample(model, ref)
+
+
+def _metric(name: str, model: Transformer, tokens: np.ndarray) -> Any:
+    if name == "kl":
+        return metrics_lib.kl_to_clean(model, tokens)
+    return {"loss": metrics_lib.loss, "accuracy": metrics_lib.accuracy}[name]
+
+
+def _worker(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"(\d+)/(\d+)", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"--worker must read INDEX/COUNT, e.g. 0/4, got {text!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def _chunk(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive int or 'auto', got {text!r}")
+    return value
+
+
+def _error(command: str, err: Exception) -> int:
+    print(f"jaxablate {command}: error: {err}", file=sys.stderr)
+    return 2
+
+
+# ------------------------------------------------------------------------------ sweep
+
+
+def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the options of ``jaxablate sweep``."""
+    a = parser.add_argument
+    a("--model", required=True, help="model directory (jaxablate or HF format) or toy model name")
+    a("--tokens", required=True, help=".npy file of int tokens [batch, seq]")
+    a("--components", default="heads", help="e.g. heads, heads:2-3, mlp, heads:0,mlp, L0H1")
+    a("--ablation", choices=ABLATIONS, default="zero", help="replacement of removed components")
+    a("--ref-tokens", help=".npy reference tokens (mean: averaged over; resample: sources)")
+    a("--metric", choices=METRICS, default="loss", help="kl: KL divergence from the clean model")
+    a("--out", required=True, help="sweep directory (rerun the same command to resume)")
+    a("--chunk-size", type=_chunk, default="auto", help="rows per on-disk chunk (default auto)")
+    a("--eval-chunk-size", type=_chunk, default="auto", help="rows per compiled call")
+    a("--worker", type=_worker, help="INDEX/COUNT (default: jax.process_index/process_count)")
+    a("--no-wait", action="store_true", help="exit after this worker's chunks")
+    a("--no-progress", action="store_true", help="no progress bar")
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    """Run (or resume) a sweep over every subset of the chosen components."""
+    try:
+        model = resolve_model(args.model)
+        tokens = _load_tokens(args.tokens, "--tokens")
+        ref = None if args.ref_tokens is None else _load_tokens(args.ref_tokens, "--ref-tokens")
+        comps = parse_components(model.config, args.components)
+        values = sweep(
+            model,
+            comps,
+            "all",
+            tokens,
+            args.out,
+            metric=_metric(args.metric, model, tokens),
+            ablation=_ablation(args.ablation, model, tokens, ref),
+            chunk_size=args.chunk_size,
+            eval_chunk_size=args.eval_chunk_size,
+            progress=not args.no_progress,
+            worker=args.worker,
+            wait=not args.no_wait,
+        )
+    except ValueError as err:
+        return _error("sweep", err)
+    n = len(comps)
+    if values is None:
+        print(f"this worker's chunks are done; other workers' chunks missing in {args.out}")
+        return 0
+    print(f"swept {2**n} subsets of {n} components ({', '.join(comps.names)}) into {args.out}")
+    print(f"{args.metric}: all kept {values[-1]:.6g}, all ablated {values[0]:.6g}")
+    print(f"summarise with: jaxablate show {args.out}")
+    return 0
+
+
+# ------------------------------------------------------------------------------ show
+
+
+def add_show_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the options of ``jaxablate show``."""
+    parser.add_argument("dir", help="a finished sweep directory")
+    parser.add_argument("--top", type=int, default=10, help="rows per table (default 10)")
+
+
+def run_show(args: argparse.Namespace) -> int:
+    """Print top Shapley values, top interacting pairs and the interaction spectrum."""
+    from jaxablate import interactions
+
+    try:
+        values, meta = load_sweep(args.dir)
+        if meta["rows"] != "all":
+            raise ValueError(
+                f"{args.dir} holds explicit rows; show needs a sweep over all subsets (rows='all')"
+            )
+    except ValueError as err:
+        return _error("show", err)
+    names = meta["components"]
+    n = len(names)
+    top = max(1, args.top)
+    phi = np.asarray(interactions.shapley(values), np.float64)
+    loco = np.asarray(interactions.loco(values), np.float64)
+    lines = [
+        f"sweep {args.dir}: {n} components, {2**n} subsets, metric {meta['metric']['name']}, "
+        f"{meta['ablation']['kind']} ablation",
+        f"value with all kept: {values[-1]:.6g}   with all ablated: {values[0]:.6g}",
+        "",
+        f"Shapley values (top {min(top, n)} by |value|; they sum to v(all) - v(none)):",
+        f"  {'component':<12}{'shapley':>12}{'loco':>12}",
+    ]
+    for i in np.argsort(-np.abs(phi), kind="stable")[:top]:
+        lines.append(f"  {names[i]:<12}{phi[i]:>+12.6f}{loco[i]:>+12.6f}")
+    lines.append("")
+    if n >= 2:
+        sii = np.asarray(interactions.pairs(interactions.shapley_interaction(values)), np.float64)
+        iu, ju = np.triu_indices(n, k=1)
+        order = np.argsort(-np.abs(sii[iu, ju]), kind="stable")[:top]
+        lines.append(f"Top interacting pairs (Shapley interaction index, top {len(order)}):")
+        lines.append(f"  {'pair':<24}{'sii':>12}")
+        for k in order:
+            pair = f"{names[iu[k]]} x {names[ju[k]]}"
+            lines.append(f"  {pair:<24}{sii[iu[k], ju[k]]:>+12.6f}")
+        lines.append("")
+    spec = np.asarray(interactions.spectrum(values), np.float64)
+    lines.append("Spectrum (share of variance by interaction degree):")
+    for d in range(1, n + 1):
+        lines.append(f"  degree {d:<3}{spec[d]:>9.4f}  {'#' * round(40 * spec[d])}")
+    print("\n".join(lines))
+    return 0
