@@ -158,8 +158,8 @@ def resample(model: nnx.Module, source_tokens: Int[Array, "batch seq"]) -> Ablat
 def optimal(model: nnx.Module, comps: object, tokens: object, **kwargs: object) -> Ablation:
     """Learned constant replacements that minimise the loss (optimal ablation).
 
-    See :func:`jaxablate.learned.optimal_ablation` for the arguments.
+    See :func:`jaxablate.optimal.optimal_ablation` for the arguments.
     """
-    from jaxablate.learned import optimal_ablation
+    from jaxablate.optimal import optimal_ablation
 
     return optimal_ablation(model, comps, tokens, **kwargs)

@@ -1,0 +1,582 @@
+"""Recovery after ablation: fine-tune many ablated copies of a model together.
+
+Meyes et al. (2019) showed that networks recover from ablation damage when training continues,
+so an ablation measures immediate fragility rather than long-term importance. :func:`recover`
+studies that recovery for K ablation configurations at once: K parameter copies and K optimizer
+states live on a leading axis and one jitted program (``jax.vmap`` over K inside a
+``jax.lax.fori_loop`` over steps) trains them all on the same minibatches.
+
+Removed components stay removed. Their replacement applies at every step, and the parameters
+they *own* receive no update (the optimizer's updates are zeroed there, so weight decay does not
+move them either; they stay bit-identical to the start):
+
+- head ``L{l}H{h}``: ``attn.W_Q / W_K / W_V / b_Q / b_K / b_V [l, h]`` and its output-projection
+  rows ``attn.W_O[l, h]`` (with mean ablation the replacement ``z`` still passes through them);
+- all heads of layer ``l`` removed, or block ``L{l}.attn`` removed: also ``ln1.w / ln1.b [l]``,
+  which feeds nothing else; the block also owns ``attn.b_O[l]``;
+- block ``L{l}.mlp``: ``mlp.W_in / b_in / W_out / b_out [l]`` and ``ln2.w / ln2.b [l]`` (the
+  MLP's own LayerNorm, which feeds nothing else).
+
+Memory grows linearly in K; see :func:`memory_estimate`.
+"""
+
+import fnmatch
+import functools
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jaxtyping import Array, Bool, Float, Int
+
+from jaxablate import _recovery_ckpt as ckpt
+from jaxablate.ablation import Ablation, zero
+from jaxablate.components import Components, Masks, check_rows
+from jaxablate.evaluate import check_components, evaluate
+from jaxablate.metrics import Metric, as_metric, loss
+from jaxablate.models.transformer import Transformer, check_tokens
+
+DEFAULT_MEMORY_BUDGET = 8 * 2**30
+DEFAULT_OPTIMIZER = optax.adamw(1e-3)  # one object, so that default calls share compilations
+_NO_DAMAGE_RTOL = 1e-5
+
+
+@dataclass(frozen=True)
+class RecoveryResult:
+    """Curves of a :func:`recover` study.
+
+    Attributes:
+        steps: ``int [E]`` training steps at which the metric was evaluated (0 = right after
+            ablation, before any update).
+        metric: ``float [K, E]`` the metric of each configuration on the evaluation tokens.
+        baseline: The metric of the unablated, untrained model.
+        recovered_fraction: ``float [K, E]`` ``(m_0 - m_t) / (m_0 - baseline)``: 0 at the start,
+            1 when the damage is fully undone; NaN for rows whose ablation did no measurable
+            damage (``|m_0 - baseline| <= 1e-5 * max(1, |baseline|)``).
+        rows: ``bool [K, n]`` the configurations (True = kept).
+        names: Component names, one per column of ``rows``.
+        metric_name: The metric's name.
+        params: With ``return_params=True``: every parameter of every run, each leaf with a
+            leading K axis (an ``nnx.State`` of numpy arrays); else ``None``. :meth:`model`
+            rebuilds run k.
+        graphdef: The model's ``nnx.GraphDef`` that :meth:`model` merges ``params`` into.
+    """
+
+    steps: np.ndarray
+    metric: np.ndarray
+    baseline: float
+    recovered_fraction: np.ndarray
+    rows: np.ndarray
+    names: tuple[str, ...]
+    metric_name: str
+    params: Any = None
+    graphdef: Any = field(default=None, repr=False)
+
+    def model(self, k: int) -> Transformer:
+        """The fine-tuned model of configuration ``k`` (needs ``return_params=True``)."""
+        if self.params is None:
+            raise ValueError(
+                "this result holds no parameters: call recover(..., return_params=True)"
+            )
+        K = self.metric.shape[0]
+        if not 0 <= k < K:
+            raise ValueError(f"k must lie in [0, {K}), got {k}")
+        return nnx.merge(
+            self.graphdef, jax.tree.map(lambda x: jnp.asarray(np.asarray(x)[k]), self.params)
+        )
+
+
+# ------------------------------------------------------------------------------ parameters
+def _leaf_name(path: tuple[Any, ...]) -> str:
+    parts = [getattr(p, "key", getattr(p, "name", p)) for p in path]
+    if parts and parts[-1] == "value":
+        parts = parts[:-1]
+    return ".".join(str(p) for p in parts)
+
+
+def trainable_filter(trainable: Any) -> Any:
+    """The nnx filter of trainable parameters.
+
+    Args:
+        trainable: ``None`` (every parameter); a name pattern or a list of them (``fnmatch``
+            globs over dotted names like ``"mlp.W_in"``; a pattern also selects everything
+            under it, so ``"mlp"`` means ``mlp.*``); or any nnx filter (``nnx.PathContains``,
+            a ``(path, value) -> bool`` callable, ...), intersected with ``nnx.Param``.
+    """
+    if trainable is None:
+        return nnx.Param
+    if isinstance(trainable, str) or (
+        isinstance(trainable, list | tuple)
+        and trainable
+        and all(isinstance(t, str) for t in trainable)
+    ):
+        patterns = [trainable] if isinstance(trainable, str) else list(trainable)
+
+        def by_name(path: tuple[Any, ...], value: Any) -> bool:
+            name = ".".join(str(p) for p in path)
+            return any(fnmatch.fnmatchcase(name, p) or name.startswith(p + ".") for p in patterns)
+
+        return nnx.All(nnx.Param, by_name)
+    return nnx.All(nnx.Param, trainable)
+
+
+def _owned(comps: Components, row: np.ndarray, cfg: Any) -> dict[str, list[tuple[int, ...]]]:
+    """Parameter slices owned by the components that ``row`` removes (see module docstring)."""
+    out: dict[str, list[tuple[int, ...]]] = {}
+
+    def add(names: Sequence[str], index: tuple[int, ...]) -> None:
+        for name in names:
+            out.setdefault(name, []).append(index)
+
+    head_params = [f"attn.{n}" for n in ("W_Q", "W_K", "W_V", "b_Q", "b_K", "b_V", "W_O")]
+    removed_heads: dict[int, set[int]] = {}
+    for c, kept in zip(comps, row, strict=True):
+        if kept:
+            continue
+        if c.kind == "head":
+            add(head_params, (c.layer, c.head))
+            removed_heads.setdefault(c.layer, set()).add(c.head)
+        elif c.kind == "attn":
+            add([*head_params, "attn.b_O", "ln1.w", "ln1.b"], (c.layer,))
+        else:
+            add(["mlp.W_in", "mlp.b_in", "mlp.W_out", "mlp.b_out", "ln2.w", "ln2.b"], (c.layer,))
+    for layer, hs in removed_heads.items():
+        if len(hs) == cfg.n_heads:
+            add(["ln1.w", "ln1.b"], (layer,))
+    return out
+
+
+def update_masks(
+    comps: Components, rows: np.ndarray, names: Sequence[str], shapes: Sequence[tuple[int, ...]]
+) -> list[np.ndarray]:
+    """Per-run update masks ``bool [K, *shape]`` of the named trainable leaves (True = may move)."""
+    K = rows.shape[0]
+    masks = [np.ones((K, *shape), bool) for shape in shapes]
+    position = {name: i for i, name in enumerate(names)}
+    for k in range(K):
+        for name, indices in _owned(comps, rows[k].astype(bool), comps.config).items():
+            if name in position:
+                for index in indices:
+                    masks[position[name]][(k, *index)] = False
+    return masks
+
+
+# ------------------------------------------------------------------------------ memory
+def memory_estimate(
+    model: Transformer,
+    *,
+    n_runs: int,
+    batch_size: int,
+    seq: int,
+    eval_batch: int,
+    eval_seq: int,
+    trainable: Any = None,
+    optimizer: optax.GradientTransformation | None = None,
+) -> int:
+    """Estimated peak bytes of :func:`recover` with ``n_runs`` configurations.
+
+    Per run: the trainable parameters, their gradients and updates and the optimizer state,
+    twice over for the parameters and state (input and output of a compiled call), plus the
+    larger of the training activations (forward and backward of ``batch_size x seq`` tokens:
+    about ``6 d_model + 4 n_heads d_head + 2 n_heads seq + 2 d_mlp + 2 d_model`` values per
+    token and layer plus ``3 vocab`` per token for the logits) and the evaluation activations
+    (``eval_batch x eval_seq`` tokens, about ``2 vocab + 4 d_model + 2 n_heads eval_seq + d_mlp``
+    per token). Shared once: all parameters. The estimate is linear in ``n_runs``.
+    """
+    cfg = model.config
+    tx = DEFAULT_OPTIMIZER if optimizer is None else optimizer
+    _, train, frozen = nnx.split(model, trainable_filter(trainable), ...)
+    item = jnp.dtype(cfg.dtype).itemsize
+    train_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(train))
+    frozen_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(frozen))
+    opt = jax.eval_shape(tx.init, train)
+    opt_bytes = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(opt))
+    D, H, E, F, V, L = cfg.d_model, cfg.n_heads, cfg.d_head, cfg.d_mlp, cfg.vocab_size, cfg.n_layers
+    mlp = 0 if cfg.attn_only else 2 * F + 2 * D
+    per_token = L * (6 * D + 4 * H * E + 2 * H * seq + mlp) + 3 * V
+    train_act = batch_size * seq * per_token * max(item, 4)
+    eval_per_token = 2 * V + 4 * D + 2 * H * eval_seq + (0 if cfg.attn_only else F)
+    eval_act = eval_batch * eval_seq * eval_per_token * 4
+    per_run = 4 * train_bytes + 2 * opt_bytes + max(train_act, eval_act)
+    return int(n_runs * per_run + train_bytes + frozen_bytes)
+
+
+def _default_budget() -> int:
+    try:
+        stats = jax.devices()[0].memory_stats() or {}
+    except Exception:  # backends without memory statistics
+        stats = {}
+    return int(stats.get("bytes_limit", DEFAULT_MEMORY_BUDGET))
+
+
+# ------------------------------------------------------------------------------ compiled core
+def _merge(graphdef: nnx.GraphDef, train: Any, frozen: Any) -> Transformer:
+    return nnx.merge(graphdef, train, frozen)
+
+
+_ONE_HOT_MAX_VOCAB = 4096
+
+
+def _forward(
+    model: Transformer, tokens: jax.Array, masks: Masks, replacement: Ablation
+) -> Float[Array, "batch seq vocab"]:
+    """Masked logits; ``replacement`` is fitted already.
+
+    Small vocabularies embed with a one-hot matmul instead of a gather: under ``vmap`` over
+    parameter copies the gather's gradient is a batched scatter, which XLA runs slowly on CPU.
+    The result is the same (a one-hot row picks its embedding exactly).
+    """
+    cfg = model.config
+    if cfg.vocab_size <= _ONE_HOT_MAX_VOCAB:
+        w_e = model.W_E[...]
+        one_hot = jax.nn.one_hot(tokens, cfg.vocab_size, dtype=w_e.dtype)
+        resid = jnp.einsum("bsv,vd->bsd", one_hot, w_e) + model.W_pos[...][None, : tokens.shape[1]]
+    else:
+        resid = model.embed(tokens)
+    for layer in range(cfg.n_layers):
+        resid = model.block(layer, resid, masks, replacement)
+    return model.unembed(resid)
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("graphdef", "tx", "batch_size"),
+    donate_argnames=("train", "opt_state"),
+)
+def _train_steps(
+    train: Any,
+    opt_state: Any,
+    frozen: Any,
+    masks: Masks,
+    allowed: Any,
+    replacement: Ablation,
+    tokens: jax.Array,
+    key: jax.Array,
+    start: jax.Array,
+    stop: jax.Array,
+    *,
+    graphdef: nnx.GraphDef,
+    tx: optax.GradientTransformation,
+    batch_size: int,
+) -> tuple[Any, Any]:
+    """Steps ``start .. stop - 1`` of all K runs; step ``t`` samples with ``fold_in(key, t)``."""
+
+    def objective(tr: Any, m: Masks, batch: jax.Array) -> jax.Array:
+        logits = _forward(_merge(graphdef, tr, frozen), batch, m, replacement)
+        return loss(logits, batch).mean()
+
+    def one(tr: Any, state: Any, m: Masks, ok: Any, batch: jax.Array) -> tuple[Any, Any]:
+        grads = jax.grad(objective)(tr, m, batch)
+        grads = jax.tree.map(lambda g, a: jnp.where(a, g, jnp.zeros_like(g)), grads, ok)
+        updates, state = tx.update(grads, state, tr)
+        tr = jax.tree.map(lambda p, u, a: jnp.where(a, (p + u).astype(p.dtype), p), tr, updates, ok)
+        return tr, state
+
+    def body(t: jax.Array, carry: tuple[Any, Any]) -> tuple[Any, Any]:
+        idx = jax.random.randint(jax.random.fold_in(key, t), (batch_size,), 0, tokens.shape[0])
+        batch = tokens[idx]
+        return jax.vmap(one, in_axes=(0, 0, 0, 0, None))(*carry, masks, allowed, batch)
+
+    return jax.lax.fori_loop(start, stop, body, (train, opt_state))
+
+
+@functools.partial(jax.jit, static_argnames=("n_runs", "tx"))
+def _init_runs(train: Any, *, n_runs: int, tx: optax.GradientTransformation) -> tuple[Any, Any]:
+    """K copies of the trainable parameters and K fresh optimizer states."""
+    train_k = jax.tree.map(lambda x: jnp.broadcast_to(x, (n_runs, *x.shape)), train)
+    return train_k, jax.vmap(tx.init)(train_k)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def _eval_runs(
+    train: Any,
+    frozen: Any,
+    masks: Masks,
+    replacement: Ablation,
+    tokens: jax.Array,
+    metric: Metric,
+    *,
+    graphdef: nnx.GraphDef,
+) -> Float[Array, " n_masks"]:
+    def one(tr: Any, m: Masks) -> jax.Array:
+        logits = _forward(_merge(graphdef, tr, frozen), tokens, m, replacement)
+        out = metric(logits, tokens)
+        if out.shape != (tokens.shape[0],):
+            raise ValueError(
+                f"metric {metric.name!r} must return shape [batch]=({tokens.shape[0]},), "
+                f"got {out.shape}"
+            )
+        return out.astype(jnp.float32).mean()
+
+    return jax.vmap(one)(train, masks)
+
+
+# ------------------------------------------------------------------------------ driver
+def _positive_int(name: str, value: object) -> int:
+    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def _shared_replacement(ablation: Ablation, cfg: Any, batch: int, seq: int, what: str) -> Ablation:
+    fitted = ablation.fit(cfg, batch=batch, seq=seq)
+    for name in ("z", "attn", "mlp"):
+        if getattr(fitted, name).shape[1] != 1:
+            raise ValueError(
+                f"recover needs replacements shared by every example (zero or mean ablation); "
+                f"the {ablation.kind} ablation's {name!r} has one per example (batch axis "
+                f"{getattr(fitted, name).shape[1]}), which random {what} minibatches cannot keep"
+            )
+    return fitted
+
+
+def _curve_steps(steps: int, eval_every: int) -> np.ndarray:
+    points = list(range(0, steps + 1, eval_every))
+    if points[-1] != steps:
+        points.append(steps)
+    return np.asarray(points, np.int64)
+
+
+def recover(
+    model: Transformer,
+    comps: Components,
+    rows: Bool[np.ndarray, "n_masks n_players"],
+    train_tokens: Int[Array, "batch seq"],
+    *,
+    steps: int,
+    eval_tokens: Int[Array, "batch seq"],
+    eval_every: int,
+    batch_size: int,
+    key: jax.Array,
+    metric: Callable[..., jax.Array] = loss,
+    ablation: Ablation | None = None,
+    optimizer: optax.GradientTransformation | None = None,
+    trainable: Any = None,
+    checkpoint_dir: str | None = None,
+    checkpoint_every: int | None = None,
+    progress: bool = True,
+    return_params: bool = False,
+    memory_budget: int | None = None,
+) -> RecoveryResult:
+    """Fine-tune K ablated copies of ``model`` together and record how each recovers.
+
+    Every configuration starts from ``model``'s weights with its mask held fixed: removed
+    components are replaced at every step and the parameters they own are never updated (see
+    the module docstring). Training minimises the next-token loss (:func:`jaxablate.metrics.loss`)
+    on minibatches of ``batch_size`` sequences drawn with replacement from ``train_tokens``;
+    step ``t`` draws from ``jax.random.fold_in(key, t)``, the same batch for every run, so runs
+    differ only by their masks and a resumed run repeats an uninterrupted one exactly.
+
+    Args:
+        model: The pretrained model (not modified).
+        comps: The components that ``rows`` refer to.
+        rows: ``bool [K, n]``: one ablation configuration per row (True = kept).
+        train_tokens: Sequences to draw training minibatches from.
+        steps: Number of training steps.
+        eval_tokens: Sequences the metric is evaluated on (all at once, for every run).
+        eval_every: Evaluate every this many steps (and at step 0 and ``steps``).
+        batch_size: Sequences per training step.
+        key: ``jax.random`` key for minibatch sampling.
+        metric: ``(logits, tokens) -> [batch]`` evaluated on ``eval_tokens``.
+        ablation: Replacement for removed components, shared by all examples (zero or mean
+            ablation; computed once from the pretrained model and held fixed). Default: zero.
+        optimizer: An optax transformation (default ``optax.adamw(1e-3)``). Pass the same object
+            to further calls to reuse the compiled step.
+        trainable: What may change: ``None`` (all parameters not owned by removed components),
+            name patterns (``"mlp"``, ``["attn.*", "ln1"]``, ``"W_E"``) or an nnx filter; see
+            :func:`trainable_filter`.
+        checkpoint_dir: Orbax checkpoints go here; calling again with the same directory
+            resumes (or returns the finished curves). A directory written by a different
+            configuration is refused.
+        checkpoint_every: Steps between checkpoints (default: ``eval_every``); needs
+            ``checkpoint_dir``.
+        progress: Show a tqdm bar when stderr is a terminal.
+        return_params: Also return every run's final parameters.
+        memory_budget: Bytes the K runs may use (default: the device's memory limit when it
+            reports one, else 8 GiB); see :func:`memory_estimate`.
+
+    Returns:
+        A :class:`RecoveryResult`.
+
+    Raises:
+        ValueError: invalid arguments, a K whose estimated memory exceeds ``memory_budget``, or a
+            checkpoint directory of another configuration.
+    """
+    check_components(model, comps)
+    cfg = model.config
+    rows_arr = check_rows(rows, len(comps), binary=True)
+    if rows_arr.ndim != 2:
+        raise ValueError(f"rows must be 2-D [K, {len(comps)}], got shape {rows_arr.shape}")
+    rows_bool = rows_arr.astype(bool)
+    K = rows_bool.shape[0]
+    steps = _positive_int("steps", steps)
+    eval_every = _positive_int("eval_every", eval_every)
+    batch_size = _positive_int("batch_size", batch_size)
+    if checkpoint_every is not None:
+        if checkpoint_dir is None:
+            raise ValueError("checkpoint_every needs a checkpoint_dir to write to")
+        checkpoint_every = _positive_int("checkpoint_every", checkpoint_every)
+    elif checkpoint_dir is not None:
+        checkpoint_every = eval_every
+    train_tok = check_tokens(cfg, train_tokens)
+    eval_tok = check_tokens(cfg, eval_tokens)
+    if not isinstance(key, jax.Array) or not (
+        jnp.issubdtype(key.dtype, jax.dtypes.prng_key) or key.shape == (2,)
+    ):
+        raise ValueError(f"key must be a jax.random key (jax.random.key(0)), got {key!r}")
+    tx = DEFAULT_OPTIMIZER if optimizer is None else optimizer
+    if not isinstance(tx, optax.GradientTransformation):
+        raise ValueError(f"optimizer must be an optax.GradientTransformation, got {tx!r}")
+    metric_obj = as_metric(metric)
+    abl = zero() if ablation is None else ablation
+    train_repl = _shared_replacement(abl, cfg, batch_size, train_tok.shape[1], "training")
+    eval_repl = _shared_replacement(abl, cfg, eval_tok.shape[0], eval_tok.shape[1], "evaluation")
+
+    graphdef, train, frozen = nnx.split(model, trainable_filter(trainable), ...)
+    path_leaves, treedef = jax.tree_util.tree_flatten_with_path(train)
+    names = [_leaf_name(p) for p, _ in path_leaves]
+    if not names:
+        _, everything = nnx.split(model, nnx.Param)
+        all_names = [_leaf_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(everything)[0]]
+        raise ValueError(
+            f"trainable={trainable!r} selects no parameters; the model has {all_names}"
+        )
+
+    budget = _default_budget() if memory_budget is None else int(memory_budget)
+    need = memory_estimate(
+        model, n_runs=K, batch_size=batch_size, seq=train_tok.shape[1],
+        eval_batch=eval_tok.shape[0], eval_seq=eval_tok.shape[1], trainable=trainable, optimizer=tx,
+    )  # fmt: skip
+    if need > budget:
+        per_run = (need - memory_estimate(
+            model, n_runs=0, batch_size=batch_size, seq=train_tok.shape[1],
+            eval_batch=eval_tok.shape[0], eval_seq=eval_tok.shape[1], trainable=trainable,
+            optimizer=tx,
+        )) // K  # fmt: skip
+        fits = max(0, (budget - (need - per_run * K)) // max(per_run, 1))
+        raise ValueError(
+            f"K={K} configurations need about {need / 2**30:.2f} GiB "
+            f"({per_run / 2**20:.1f} MiB per run) but memory_budget is {budget / 2**30:.2f} GiB; "
+            f"at most {fits} fit: split rows into smaller groups, lower batch_size or eval tokens, "
+            "or raise memory_budget"
+        )
+
+    masks = comps.masks(rows_arr)
+    allowed = jax.tree.unflatten(
+        treedef,
+        [
+            jnp.asarray(a)
+            for a in update_masks(comps, rows_bool, names, [x.shape for _, x in path_leaves])
+        ],
+    )
+    train_k, opt_state = _init_runs(train, n_runs=K, tx=tx)
+    curve_steps = _curve_steps(steps, eval_every)
+    curves = np.full((K, len(curve_steps)), np.nan, np.float32)
+    start = 0
+
+    store = None
+    if checkpoint_dir is not None:
+        fingerprint = ckpt.fingerprint_fields(
+            model=ckpt.array_hash(nnx.split(model, nnx.Param)[1]),
+            model_config=repr(cfg),
+            components=comps.names,
+            rows=[K, ckpt.array_hash(rows_bool)],
+            train_tokens=[list(train_tok.shape), ckpt.array_hash(train_tok)],
+            eval_tokens=[list(eval_tok.shape), ckpt.array_hash(eval_tok)],
+            steps=steps,
+            eval_every=eval_every,
+            batch_size=batch_size,
+            key=ckpt.array_hash(key),
+            metric=[metric_obj.name, ckpt.array_hash(metric_obj.data)],
+            ablation=[abl.kind, ckpt.array_hash(train_repl, eval_repl)],
+            optimizer=ckpt.optimizer_fingerprint(tx),
+            trainable=names,
+        )
+        ckpt.check_directory(checkpoint_dir, fingerprint)
+        store = ckpt.Store(checkpoint_dir)
+        latest = store.latest()
+        if latest is not None:
+            key_data = _key_data(key)
+            like = jax.tree.leaves((train_k, opt_state))
+            leaves, saved_key, curves = store.restore(latest, like, key_data, curves)
+            if not np.array_equal(np.asarray(saved_key), np.asarray(key_data)):
+                raise ValueError(f"checkpoint in {checkpoint_dir!r} was written with another key")
+            train_k, opt_state = jax.tree.unflatten(
+                jax.tree.structure((train_k, opt_state)), leaves
+            )
+            start = latest
+
+    def evaluate_now() -> np.ndarray:
+        out = _eval_runs(train_k, frozen, masks, eval_repl, eval_tok, metric_obj, graphdef=graphdef)
+        return np.asarray(out)
+
+    if start == 0:
+        curves[:, 0] = evaluate_now()
+    boundaries = sorted(
+        {int(s) for s in curve_steps[1:]}
+        | (set(range(checkpoint_every, steps, checkpoint_every)) if store is not None else set())
+    )
+    bar = _progress_bar(progress, steps, start)
+    try:
+        for stop in (b for b in boundaries if b > start):
+            train_k, opt_state = _train_steps(
+                train_k, opt_state, frozen, masks, allowed, train_repl, train_tok, key,
+                jnp.asarray(start, jnp.int32), jnp.asarray(stop, jnp.int32),
+                graphdef=graphdef, tx=tx, batch_size=batch_size,
+            )  # fmt: skip
+            if stop in curve_steps:
+                curves[:, int(np.searchsorted(curve_steps, stop))] = evaluate_now()
+            if store is not None and (stop % checkpoint_every == 0 or stop == steps):
+                store.save(stop, jax.tree.leaves((train_k, opt_state)), _key_data(key), curves)
+            if bar is not None:
+                bar.update(stop - start)
+            start = stop
+    finally:
+        if bar is not None:
+            bar.close()
+        if store is not None:
+            store.close()
+
+    baseline = float(
+        evaluate(
+            model, comps, np.ones((1, len(comps)), bool), eval_tok, metric=metric, ablation=abl
+        )[0]
+    )
+    m0 = curves[:, :1].astype(np.float64)
+    damage = m0 - baseline
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frac = (m0 - curves) / damage
+    frac = np.where(np.abs(damage) <= _NO_DAMAGE_RTOL * max(1.0, abs(baseline)), np.nan, frac)
+
+    params = None
+    if return_params:
+        frozen_k = jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (K, *x.shape)), frozen)
+        params = nnx.merge_state(jax.tree.map(np.asarray, train_k), frozen_k)
+    return RecoveryResult(
+        steps=curve_steps,
+        metric=curves,
+        baseline=baseline,
+        recovered_fraction=frac.astype(np.float32),
+        rows=rows_bool,
+        names=tuple(comps.names),
+        metric_name=metric_obj.name,
+        params=params,
+        graphdef=nnx.split(model)[0] if return_params else None,
+    )
+
+
+def _key_data(key: jax.Array) -> jax.Array:
+    return jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+
+
+def _progress_bar(progress: bool, total: int, initial: int) -> Any:
+    if not (progress and sys.stderr.isatty()):
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="recover", unit="step")
