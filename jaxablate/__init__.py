@@ -23,6 +23,8 @@ from jaxablate.models.hf import from_hf as from_hf
 from jaxablate.models.io import load_model as load_model
 from jaxablate.models.io import save_model as save_model
 from jaxablate.models.transformer import Transformer as Transformer
+from jaxablate.pretrained import list_pretrained as list_pretrained
+from jaxablate.pretrained import load_pretrained as load_pretrained
 from jaxablate.recovery import RecoveryResult as RecoveryResult
 from jaxablate.recovery import recover as recover
 from jaxablate.sweep import load_sweep as load_sweep

@@ -1,0 +1,216 @@
+"""Matplotlib figures for ablation studies (every function returns a Figure).
+
+All functions take plain arrays and component names, so they work on any study's results, in
+notebooks or scripts. Figures are built with the object-oriented API (``matplotlib.figure.Figure``,
+rendered by Agg on ``savefig``), never through ``pyplot``: no global backend is switched, no GUI
+is needed, nothing has to be closed, and Jupyter still displays a returned Figure.
+
+Sign convention used in the labels: a **removal cost** is how much the metric gets worse when
+components are removed (for a loss: the loss increase), so bigger bars mean more important.
+``recovery_curves`` (recovery after ablation) is re-exported from
+:mod:`jaxablate.plots_recovery`.
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+__all__ = [
+    "interaction_heatmap",
+    "loco_vs_shapley",
+    "mask_front",
+    "spectrum_bars",
+]
+
+_BLUE, _ORANGE, _GREY = "#1f77b4", "#ff7f0e", "#7f7f7f"
+
+
+def _subplots(figsize: tuple[float, float]) -> tuple[Figure, Any]:
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig, fig.subplots()
+
+
+def _names(names: Sequence[str], n: int) -> list[str]:
+    names = [str(x) for x in names]
+    if len(names) != n:
+        raise ValueError(f"got {len(names)} component names for {n} values")
+    return names
+
+
+def loco_vs_shapley(
+    names: Sequence[str],
+    loco: Any,
+    shapley: Any,
+    *,
+    ylabel: str = "removal cost (metric increase)",
+    title: str = "Leave-one-out vs Shapley",
+) -> Figure:
+    """Grouped bars: each component's leave-one-out cost next to its Shapley value.
+
+    Args:
+        names: Component names (x-axis).
+        loco: ``[n]`` cost of removing each component alone from the full model.
+        shapley: ``[n]`` Shapley value of each component, in the same (cost) sign.
+        ylabel: Y-axis label, which should state the sign convention.
+        title: Figure title.
+    """
+    loco = np.asarray(loco, dtype=float).ravel()
+    shapley = np.asarray(shapley, dtype=float).ravel()
+    if loco.shape != shapley.shape:
+        raise ValueError(
+            f"loco and shapley must have the same shape, got {loco.shape} and {shapley.shape}"
+        )
+    labels = _names(names, loco.size)
+    x = np.arange(loco.size)
+    fig, ax = _subplots((max(6.0, 0.7 * loco.size + 2), 4.2))
+    w = 0.38
+    ax.bar(x - w / 2, loco, w, label="leave-one-out (removed alone)", color=_BLUE)
+    ax.bar(x + w / 2, shapley, w, label="Shapley (average over all subsets)", color=_ORANGE)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xticks(x, labels, rotation=45 if loco.size > 12 else 0)
+    ax.set_xlabel("component")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def interaction_heatmap(
+    names: Sequence[str],
+    matrix: Any,
+    *,
+    title: str = "Pairwise interaction",
+    colorbar_label: str = "interaction",
+    annotate: bool | None = None,
+) -> Figure:
+    """Symmetric ``[n, n]`` interaction matrix as a diverging heatmap centred at zero.
+
+    Args:
+        names: Component names (both axes).
+        matrix: ``[n, n]`` values, e.g. ``removal_pairs`` or ``pairs(shapley_interaction(v))``.
+        title: Figure title (say which index and sign it shows).
+        colorbar_label: Label of the colour bar.
+        annotate: Write each value in its cell (default: when ``n <= 12``).
+    """
+    m = np.asarray(matrix, dtype=float)
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
+        raise ValueError(f"matrix must be square [n, n], got shape {m.shape}")
+    n = m.shape[0]
+    labels = _names(names, n)
+    annotate = n <= 12 if annotate is None else annotate
+    vmax = float(np.nanmax(np.abs(m))) or 1.0
+    size = max(4.5, 0.55 * n + 2.5)
+    fig, ax = _subplots((size + 1.2, size))
+    im = ax.imshow(m, cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+    ax.set_xticks(
+        np.arange(n), labels, rotation=45 if n > 6 else 0, ha="right" if n > 6 else "center"
+    )
+    ax.set_yticks(np.arange(n), labels)
+    ax.set_xlabel("component j")
+    ax.set_ylabel("component i")
+    ax.set_title(title)
+    if annotate:
+        for i in range(n):
+            for j in range(n):
+                if i == j:
+                    continue
+                color = "white" if abs(m[i, j]) > 0.6 * vmax else "black"
+                ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=8, color=color)
+    fig.colorbar(im, ax=ax, label=colorbar_label, shrink=0.85)
+    return fig
+
+
+def spectrum_bars(spectrum: Any, *, title: str = "Interaction spectrum") -> Figure:
+    """Share of the variance over all subsets at each interaction degree.
+
+    Args:
+        spectrum: ``[n + 1]`` from :func:`jaxablate.interactions.spectrum` (entry 0 is 0).
+        title: Figure title.
+    """
+    s = np.asarray(spectrum, dtype=float).ravel()
+    deg = np.arange(1, s.size)
+    fig, ax = _subplots((max(5.0, 0.5 * s.size + 2), 3.8))
+    bars = ax.bar(deg, s[1:], color=[_BLUE] + [_ORANGE] * (s.size - 2))
+    for b, v in zip(bars, s[1:], strict=True):
+        if v >= 0.005:
+            ax.text(
+                b.get_x() + b.get_width() / 2, v, f"{v:.0%}", ha="center", va="bottom", fontsize=9
+            )
+    ax.set_xticks(deg)
+    ax.set_xlabel("interaction degree (1 = additive, each component on its own)")
+    ax.set_ylabel("share of variance over all subsets")
+    ax.set_ylim(0, min(1.0, float(s[1:].max()) * 1.15 + 0.02))
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def mask_front(
+    n_kept: Any,
+    metric: Any,
+    *,
+    exhaustive: Any | None = None,
+    metric_label: str = "metric",
+    full: float | None = None,
+    labels: Sequence[str] | None = None,
+    title: str = "Learned masks vs the best subset of each size",
+) -> Figure:
+    """Metric against subset size: learned masks, optionally over the exhaustive best per size.
+
+    Args:
+        n_kept: ``[P]`` components kept by each learned (binarised) mask.
+        metric: ``[P]`` the exact metric of each binarised mask.
+        exhaustive: Optional ``[n + 1]`` best metric over all subsets of each size ``0..n``
+            (from a full sweep), drawn as a line for reference.
+        metric_label: Y-axis label (say whether lower is better).
+        full: The full model's metric, drawn dashed.
+        labels: Optional text per learned point (e.g. the kept components).
+        title: Figure title.
+    """
+    k = np.asarray(n_kept, dtype=float).ravel()
+    y = np.asarray(metric, dtype=float).ravel()
+    if k.shape != y.shape:
+        raise ValueError(f"n_kept and metric must have the same shape, got {k.shape} and {y.shape}")
+    fig, ax = _subplots((7.0, 4.5))
+    if exhaustive is not None:
+        best = np.asarray(exhaustive, dtype=float).ravel()
+        ax.plot(
+            np.arange(best.size),
+            best,
+            "-",
+            color=_GREY,
+            marker=".",
+            label="best subset of each size (exhaustive)",
+        )
+    ax.scatter(k, y, s=55, color=_ORANGE, zorder=3, edgecolor="black", label="learned masks")
+    if labels is not None:
+        if len(labels) != k.size:
+            raise ValueError(f"got {len(labels)} labels for {k.size} learned masks")
+        seen = set()
+        for xi, yi, t in zip(k, y, labels, strict=True):
+            if (xi, round(float(yi), 6)) in seen:  # penalties that found the same mask
+                continue
+            seen.add((xi, round(float(yi), 6)))
+            ax.annotate(
+                str(t), (xi, yi), textcoords="offset points", xytext=(-6, 8), ha="right", fontsize=8
+            )
+    if full is not None:
+        ax.axhline(full, color="black", ls="--", lw=1, label="full model")
+    ax.set_xlabel("components kept")
+    ax.set_ylabel(metric_label)
+    ax.set_title(title)
+    ax.legend(frameon=False)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def __getattr__(name: str) -> Any:
+    # recovery_curves lives in jaxablate.plots_recovery; imported on first use
+    if name == "recovery_curves":
+        from jaxablate.plots_recovery import recovery_curves
+
+        return recovery_curves
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

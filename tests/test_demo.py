@@ -1,0 +1,141 @@
+"""``jaxablate demo``, its decomposition and summary, the plots and the HTML report."""
+
+import base64
+import re
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from jaxablate import cli, demo, plots, report, tasks
+
+
+def _brute(values: np.ndarray, sign: float) -> dict[str, np.ndarray]:
+    """Costs straight from the definitions, by loops over the table (float64)."""
+    n = int(np.log2(values.size))
+    full = 2**n - 1
+
+    def cost(removed: int) -> float:
+        return sign * (values[full & ~removed] - values[full])
+
+    loco = np.array([cost(1 << i) for i in range(n)])
+    pair = np.array([[cost((1 << i) | (1 << j)) for j in range(n)] for i in range(n)])
+    excess = pair - loco[:, None] - loco[None, :]
+    np.fill_diagonal(excess, 0.0)
+    shap = np.zeros(n)
+    from math import factorial
+
+    for i in range(n):
+        for s in range(2**n):
+            if s >> i & 1:
+                continue
+            k = bin(s).count("1")
+            w = factorial(k) * factorial(n - k - 1) / factorial(n)
+            shap[i] += w * (values[s | 1 << i] - values[s])
+    return {
+        "loco_cost": loco,
+        "pair_cost": pair,
+        "pair_excess": excess,
+        "shapley_cost": -sign * shap,
+    }
+
+
+@pytest.mark.parametrize("lower_is_better", [True, False])
+def test_decompose_matches_definitions(lower_is_better):
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=2**5)
+    got = demo.decompose(values, lower_is_better=lower_is_better)
+    want = _brute(values, 1.0 if lower_is_better else -1.0)
+    for k, w in want.items():
+        np.testing.assert_allclose(got[k], w, rtol=1e-6, atol=1e-6, err_msg=k)
+    # removing everything costs the sum of the Shapley costs (efficiency)
+    sign = 1.0 if lower_is_better else -1.0
+    np.testing.assert_allclose(
+        got["shapley_cost"].sum(), sign * (values[0] - values[-1]), rtol=1e-6
+    )
+    np.testing.assert_allclose(got["spectrum"].sum(), 1.0, rtol=1e-6)
+
+
+def _planted_result() -> demo.DemoResult:
+    """4 players: A and B back each other up (either suffices); C and D are in series."""
+    names = ["A", "B", "C", "D"]
+    values = np.zeros(16)
+    for r in range(16):
+        a_or_b = bool(r & 1 or r & 2)
+        values[r] = 0.1 + (0.0 if a_or_b else 2.0) + (0.0 if (r & 4 and r & 8) else 1.0)
+    parts = demo.decompose(values, lower_is_better=True)
+    return demo.DemoResult(
+        model_name="planted",
+        task=tasks.induction(),
+        names=names,
+        values=values,
+        sign=float(parts.pop("sign")),
+        **parts,
+    )
+
+
+def test_summary_names_pairs_from_the_data():
+    res = _planted_result()
+    text = demo.summarize(res)
+    synergy, overlap = text.split("Important alone, overlapping together")
+    # A, B: each costs 0 alone, 2 together
+    assert "A + B: alone +0.000 and +0.000 nats, together +2.000 nats" in synergy
+    # C, D: each costs 1 alone, only 1 together
+    assert "C + D: alone +1.000 and +1.000 nats, together only +1.000" in overlap
+    assert "C + D" not in synergy and "A + B" not in overlap
+
+
+def test_plots_have_labels_and_names():
+    names = ["L0H0", "L0H1", "L1H0"]
+    figs = [
+        plots.loco_vs_shapley(names, [0.1, 0.0, 0.5], [0.3, 0.2, 0.4]),
+        plots.interaction_heatmap(names, np.array([[0, 1, -1], [1, 0, 0.5], [-1, 0.5, 0]])),
+        plots.spectrum_bars([0.0, 0.6, 0.3, 0.1]),
+        plots.mask_front([1, 2], [0.5, 0.1], exhaustive=[2.0, 0.4, 0.1, 0.0], full=0.0),
+    ]
+    for fig in figs:
+        assert isinstance(fig, Figure)
+        ax = fig.axes[0]
+        assert ax.get_xlabel() and ax.get_ylabel() and ax.get_title()
+    ticks = [t.get_text() for t in figs[1].axes[0].get_yticklabels()]
+    assert ticks == names
+    assert [t.get_text() for t in figs[0].axes[0].get_xticklabels()] == names
+    with pytest.raises(ValueError, match="3 component names for 2 values"):
+        plots.loco_vs_shapley(names, [0.1, 0.2], [0.1, 0.2])
+    with pytest.raises(ValueError, match="square"):
+        plots.interaction_heatmap(names, np.zeros((3, 2)))
+
+
+def test_report_is_self_contained(tmp_path):
+    fig = plots.spectrum_bars([0.0, 1.0])
+    doc = report.page(
+        "t <&>",
+        [report.section("S", report.table(["a", "b"], [("x<y", 1.5)]), report.image(fig, "spec"))],
+    )
+    assert "t &lt;&amp;&gt;" in doc and "x&lt;y" in doc and "+1.5000" in doc
+    b64 = re.search(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', doc).group(1)
+    assert base64.b64decode(b64).startswith(b"\x89PNG")
+    with pytest.raises(ValueError, match="expected 2"):
+        report.table(["a", "b"], [(1,)])
+
+
+def test_cli_demo_end_to_end(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert cli.main(["demo", "--out", str(out), "--fast"]) == 0
+    printed = capsys.readouterr().out
+    assert "Dispensable alone, not together" in printed
+    html = (out / "report.html").read_text()
+    assert html.startswith("<!DOCTYPE html>")
+    assert 'src="http' not in html and "<link" not in html  # nothing external
+    n_images = html.count('src="data:image/png;base64,')
+    expected = ["loco_vs_shapley", "pairwise_interaction", "shapley_interaction", "spectrum"]
+    optional = [k for k in ("mask_front", "recovery") if (out / demo.PNGS[k]).exists()]
+    for key in expected + optional:
+        png = out / demo.PNGS[key]
+        assert png.read_bytes().startswith(b"\x89PNG"), key
+    assert n_images == len(expected) + len(optional)
+    for name in [f"L{layer}H{h}" for layer in range(2) for h in range(4)]:
+        assert name in html
+    # the summary names a pair from the data: one of the printed pair lines is in the report
+    pair_line = re.search(r"^  (L\dH\d \+ L\dH\d): alone", printed, re.M)
+    assert pair_line is not None and pair_line.group(1) in html
