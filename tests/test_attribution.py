@@ -1,5 +1,7 @@
 """attribution: mask gradients against finite differences and against exact LOCO effects."""
 
+import importlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,8 +9,9 @@ import pytest
 from flax import nnx
 
 import jaxablate as ja
-from jaxablate import attribution as attribution_module
 from jaxablate.attribution import attribution
+
+attribution_module = importlib.import_module("jaxablate.attribution")
 
 
 @pytest.fixture(scope="module")
