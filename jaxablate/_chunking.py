@@ -16,9 +16,25 @@ from jaxablate.models.config import ModelConfig
 #: Upper bound of the default memory budget, in bytes.
 MAX_DEFAULT_BUDGET = 8 * 2**30
 #: Candidate chunk sizes (per device group) for the timed probe.
-PROBE_SIZES = (16, 64, 256, 1024, 4096, 16384)
+PROBE_SIZES = (4, 16, 64, 256, 1024, 4096, 16384)
+
+#: Working set (bytes) a CPU keeps in cache: rows are vmapped in batches of about this size.
+CPU_CACHE_BYTES = 8 * 2**20
 
 _chosen: dict[tuple, int] = {}
+
+
+def inner_width(cfg: ModelConfig, token_shape: tuple[int, ...], group: int) -> int:
+    """Rows vmapped together inside a compiled chunk (the rest is a ``lax.map`` loop).
+
+    Accelerators take the whole group at once; a CPU takes as many rows as fit
+    :data:`CPU_CACHE_BYTES` (a power of two, at least one), since larger batches of activations
+    fall out of cache and run slower per row.
+    """
+    if jax.default_backend() != "cpu":
+        return group
+    fit = max(1, CPU_CACHE_BYTES // bytes_per_row(cfg, *token_shape))
+    return int(min(group, 1 << (fit.bit_length() - 1)))
 
 
 def bytes_per_row(cfg: ModelConfig, batch: int, seq: int) -> int:
@@ -101,10 +117,8 @@ def choose(
 def _probe(runner, rows: np.ndarray, token_shape: tuple[int, int], limit: int) -> int:
     """Time a few chunk sizes on the first rows and keep the fastest per row."""
     groups = runner.groups
-    candidates = sorted(
-        {min(s * groups, limit) for s in PROBE_SIZES if s * groups <= limit} | {limit}
-    )
-    if len(candidates) == 1 or limit <= 64 * groups:
+    candidates = sorted({s * groups for s in PROBE_SIZES if s * groups < limit} | {limit})
+    if len(candidates) == 1:
         return limit
     key = (runner.graphdef, runner.comps, token_shape, runner.share_prefix, groups)
     if key in _chosen:

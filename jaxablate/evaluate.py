@@ -63,6 +63,7 @@ def _naive_group(
     rows: jax.Array,
     replacement: Ablation,
     metric: Metric,
+    inner: int,
 ) -> jax.Array:
     """Every row runs the whole model (tokens broadcast so no work is shared)."""
     masks = comps.masks_unchecked(rows)
@@ -73,7 +74,7 @@ def _naive_group(
             metric(masked_forward(model, comps, t, m, replacement), t), t, metric
         )
 
-    return jax.vmap(one)(masks, per_row_tokens)
+    return jax.lax.map(lambda a: one(*a), (masks, per_row_tokens), batch_size=inner)
 
 
 def _tree_group(
@@ -84,8 +85,13 @@ def _tree_group(
     reps: tuple[jax.Array, ...],
     replacement: Ablation,
     metric: Metric,
+    inner: int,
 ) -> jax.Array:
-    """One prefix tree (see :mod:`jaxablate._prefix`): rows of its last stage -> [rows, batch]."""
+    """One prefix tree (see :mod:`jaxablate._prefix`): rows of its last stage -> [rows, batch].
+
+    Nodes of a stage go through ``jax.lax.map`` in vmapped batches of ``inner``: small batches
+    keep a CPU's working set in cache, one batch of all nodes suits accelerators.
+    """
     layers = comps.layers
     n_layers = model.config.n_layers
     resid = model.embed(tokens)
@@ -94,7 +100,7 @@ def _tree_group(
     nodes = resid[None]
     for j, layer in enumerate(layers):
         stop = layers[j + 1] if j + 1 < len(layers) else n_layers
-        z = jax.vmap(functools.partial(model.attn_z, layer))(nodes)
+        z = jax.lax.map(functools.partial(model.attn_z, layer), nodes, batch_size=inner)
         masks = comps.masks_unchecked(reps[j])
 
         def child(p: jax.Array, m: Masks, nodes=nodes, z=z, layer=layer, stop=stop) -> jax.Array:
@@ -103,15 +109,22 @@ def _tree_group(
                 r = model.block(later, r, None, None)
             return r
 
-        nodes = jax.vmap(child)(parents[j], masks)
+        if j + 1 < len(layers):
+            nodes = jax.lax.map(
+                lambda a, child=child: child(*a), (parents[j], masks), batch_size=inner
+            )
+        else:  # the rows themselves: straight on to the metric, no residuals kept
+            return jax.lax.map(
+                lambda a, child=child: _check_metric_shape(
+                    metric(model.unembed(child(*a)), tokens), tokens, metric
+                ),
+                (parents[j], masks),
+                batch_size=inner,
+            )
+    raise AssertionError("components span no layer")
 
-    def finish(r: jax.Array) -> jax.Array:
-        return _check_metric_shape(metric(model.unembed(r), tokens), tokens, metric)
 
-    return jax.vmap(finish)(nodes)
-
-
-@functools.partial(jax.jit, static_argnames=("graphdef", "comps"))
+@functools.partial(jax.jit, static_argnames=("graphdef", "comps", "inner"))
 def _naive_chunk(
     state: nnx.State,
     tokens: jax.Array,
@@ -121,15 +134,16 @@ def _naive_chunk(
     *,
     graphdef: nnx.GraphDef,
     comps: Components,
+    inner: int,
 ) -> Float[Array, "group n_masks batch"]:
     model = nnx.merge(graphdef, state)
     group = functools.partial(
-        _naive_group, model, comps, tokens, replacement=replacement, metric=metric
+        _naive_group, model, comps, tokens, replacement=replacement, metric=metric, inner=inner
     )
     return jax.vmap(lambda r: group(rows=r))(rows)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "comps"))
+@functools.partial(jax.jit, static_argnames=("graphdef", "comps", "inner"))
 def _tree_chunk(
     state: nnx.State,
     tokens: jax.Array,
@@ -140,11 +154,12 @@ def _tree_chunk(
     *,
     graphdef: nnx.GraphDef,
     comps: Components,
+    inner: int,
 ) -> Float[Array, "group n_masks batch"]:
     model = nnx.merge(graphdef, state)
 
     def group(p: tuple[jax.Array, ...], r: tuple[jax.Array, ...]) -> jax.Array:
-        return _tree_group(model, comps, tokens, p, r, replacement, metric)
+        return _tree_group(model, comps, tokens, p, r, replacement, metric, inner)
 
     return jax.vmap(group)(parents, reps)
 
@@ -172,6 +187,8 @@ class _Runner:
 
     def __init__(self, model, comps, tokens, replacement, metric, share_prefix, mesh):
         self.comps = comps
+        self.cfg = model.config
+        self.token_shape = tuple(tokens.shape)
         self.share_prefix = share_prefix
         self.mesh = mesh
         self.groups = int(mesh.devices.size)
@@ -196,14 +213,15 @@ class _Runner:
             sizes = _prefix.padded_sizes(_prefix.node_counts(keys, group), self.comps, group)
         else:
             sizes = (group,)
-        return _Prepared(rows[take], keys, order, sizes, chunk, group, n_rows)
+        inner = _chunking.inner_width(self.cfg, self.token_shape, group)
+        return _Prepared(rows[take], keys, order, sizes, chunk, group, n_rows, inner)
 
     def run_chunk(self, prep: "_Prepared", index: int) -> jax.Array:
         """Dispatch chunk ``index`` (asynchronously); returns ``[chunk, batch]`` on device."""
         start, stop = index * prep.chunk, (index + 1) * prep.chunk
         rows = prep.rows[start:stop]
         state, tokens, replacement, metric = self.args
-        static = dict(graphdef=self.graphdef, comps=self.comps)
+        static = dict(graphdef=self.graphdef, comps=self.comps, inner=prep.inner)
         if not self.share_prefix:
             grouped = _put(rows.reshape(self.groups, prep.group, -1), self.mesh, sharded=True)
             out = _naive_chunk(state, tokens, grouped, replacement, metric, **static)
@@ -224,9 +242,9 @@ class _Runner:
 class _Prepared:
     """Rows sorted and padded for chunked evaluation (see :meth:`_Runner.prepare`)."""
 
-    def __init__(self, rows, keys, order, sizes, chunk, group, n_rows):
+    def __init__(self, rows, keys, order, sizes, chunk, group, n_rows, inner):
         self.rows, self.keys, self.order, self.sizes = rows, keys, order, sizes
-        self.chunk, self.group, self.n_rows = chunk, group, n_rows
+        self.chunk, self.group, self.n_rows, self.inner = chunk, group, n_rows, inner
         self.n_chunks = rows.shape[0] // chunk
 
     def unsort(self, sorted_values: np.ndarray) -> np.ndarray:
