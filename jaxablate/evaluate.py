@@ -27,7 +27,7 @@ from jaxtyping import Array, Bool, Float, Int
 from jaxablate import _chunking, _prefix
 from jaxablate.ablation import Ablation, zero
 from jaxablate.components import Components, Masks, check_rows
-from jaxablate.metrics import Metric, as_metric, loss
+from jaxablate.metrics import Metric, as_metric, loss, per_example
 from jaxablate.models.transformer import Transformer, check_tokens
 
 MESH_AXIS = "masks"
@@ -47,15 +47,6 @@ def masked_forward(
     return model.unembed(resid)
 
 
-def _check_metric_shape(out: jax.Array, tokens: jax.Array, metric: Metric) -> jax.Array:
-    if out.shape != (tokens.shape[0],):
-        raise ValueError(
-            f"metric {metric.name!r} must return shape [batch]=({tokens.shape[0]},), "
-            f"got {out.shape}"
-        )
-    return out.astype(jnp.float32)
-
-
 def _naive_group(
     model: Transformer,
     comps: Components,
@@ -70,9 +61,7 @@ def _naive_group(
     per_row_tokens = jnp.broadcast_to(tokens, (rows.shape[0], *tokens.shape))
 
     def one(m: Masks, t: jax.Array) -> jax.Array:
-        return _check_metric_shape(
-            metric(masked_forward(model, comps, t, m, replacement), t), t, metric
-        )
+        return per_example(metric, masked_forward(model, comps, t, m, replacement), t)
 
     return jax.lax.map(lambda a: one(*a), (masks, per_row_tokens), batch_size=inner)
 
@@ -115,9 +104,7 @@ def _tree_group(
             )
         else:  # the rows themselves: straight on to the metric, no residuals kept
             return jax.lax.map(
-                lambda a, child=child: _check_metric_shape(
-                    metric(model.unembed(child(*a)), tokens), tokens, metric
-                ),
+                lambda a, child=child: per_example(metric, model.unembed(child(*a)), tokens),
                 (parents[j], masks),
                 batch_size=inner,
             )

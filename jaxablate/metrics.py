@@ -12,7 +12,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 from jaxtyping import Array, Float, Int
 
@@ -141,9 +140,18 @@ def _clean_logp(graphdef: nnx.GraphDef, state: nnx.State, tokens: jax.Array) -> 
     return _log_softmax(nnx.merge(graphdef, state)(tokens))
 
 
-def check_metric_output(values: np.ndarray, batch: int, name: str) -> None:
-    """Raise unless a metric returned one finite-or-not float per example."""
-    if values.shape != (batch,):
+def per_example(
+    metric: Metric, logits: Float[Array, "batch seq vocab"], tokens: Int[Array, "batch seq"]
+) -> Float[Array, " batch"]:
+    """``metric(logits, tokens)`` as float32, checked to hold one value per example.
+
+    Raises:
+        ValueError: (at trace time) the metric returned another shape.
+    """
+    out = metric(logits, tokens)
+    if out.shape != (tokens.shape[0],):
         raise ValueError(
-            f"metric {name!r} must return shape [batch]=({batch},), got {values.shape}"
+            f"metric {metric.name!r} must return shape [batch]=({tokens.shape[0]},), "
+            f"got {out.shape}"
         )
+    return out.astype(jnp.float32)

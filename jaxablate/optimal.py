@@ -23,7 +23,7 @@ from jaxablate import ablation as _ablation
 from jaxablate.ablation import Ablation
 from jaxablate.components import Components
 from jaxablate.evaluate import check_components, masked_forward
-from jaxablate.metrics import Metric, as_metric, loss
+from jaxablate.metrics import Metric, as_metric, loss, per_example
 from jaxablate.models.transformer import Transformer, check_tokens
 
 __all__ = [
@@ -121,13 +121,7 @@ def _keep_best(
 
 def metric_mean(metric: Metric, logits: jax.Array, tokens: jax.Array) -> jax.Array:
     """Batch mean of ``metric``; raises (at trace time) unless it returns one value per example."""
-    out = metric(logits, tokens)
-    if out.shape != (tokens.shape[0],):
-        raise ValueError(
-            f"metric {metric.name!r} must return shape [batch]=({tokens.shape[0]},), "
-            f"got {out.shape}"
-        )
-    return out.astype(jnp.float32).mean()
+    return per_example(metric, logits, tokens).mean()
 
 
 @functools.partial(

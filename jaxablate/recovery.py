@@ -38,7 +38,7 @@ from jaxablate import _recovery_ckpt as ckpt
 from jaxablate.ablation import Ablation, zero
 from jaxablate.components import Components, Masks, check_rows
 from jaxablate.evaluate import check_components, evaluate
-from jaxablate.metrics import Metric, as_metric, loss
+from jaxablate.metrics import Metric, as_metric, loss, per_example
 from jaxablate.models.transformer import Transformer, check_tokens
 
 DEFAULT_MEMORY_BUDGET = 8 * 2**30
@@ -305,13 +305,7 @@ def _eval_runs(
 ) -> Float[Array, " n_masks"]:
     def one(tr: Any, m: Masks) -> jax.Array:
         logits = _forward(_merge(graphdef, tr, frozen), tokens, m, replacement)
-        out = metric(logits, tokens)
-        if out.shape != (tokens.shape[0],):
-            raise ValueError(
-                f"metric {metric.name!r} must return shape [batch]=({tokens.shape[0]},), "
-                f"got {out.shape}"
-            )
-        return out.astype(jnp.float32).mean()
+        return per_example(metric, logits, tokens).mean()
 
     return jax.vmap(one)(train, masks)
 
