@@ -114,25 +114,46 @@ def choose(
     return min(_round_up(int(chunk_size), groups), full)
 
 
+def _time_per_row(runner, rows: np.ndarray, size: int) -> float:
+    prep = runner.prepare(rows[:size], size)
+    jax.block_until_ready(runner.run_chunk(prep, 0))  # compile
+    start = time.perf_counter()
+    jax.block_until_ready(runner.run_chunk(prep, 0))
+    return (time.perf_counter() - start) / size
+
+
 def _probe(runner, rows: np.ndarray, token_shape: tuple[int, int], limit: int) -> int:
-    """Time a few chunk sizes on the first rows and keep the fastest per row."""
+    """Time a few chunk sizes on the first rows and keep the fastest per row.
+
+    On a CPU, the rows vmapped together inside a chunk (see :func:`inner_width`) are then tuned
+    too: a quarter and four times the cache heuristic are timed against it. The choice is kept
+    on ``runner.inner`` and remembered with the chunk size for later calls.
+    """
     groups = runner.groups
     candidates = sorted({s * groups for s in PROBE_SIZES if s * groups < limit} | {limit})
-    if len(candidates) == 1:
-        return limit
     key = (runner.graphdef, runner.comps, token_shape, runner.share_prefix, groups)
     if key in _chosen:
-        return min(_chosen[key], limit)
+        chunk, runner.inner = _chosen[key]
+        return min(chunk, limit)
     best, best_time = candidates[0], float("inf")
-    for size in candidates:
-        prep = runner.prepare(rows[:size], size)
-        jax.block_until_ready(runner.run_chunk(prep, 0))  # compile
-        start = time.perf_counter()
-        jax.block_until_ready(runner.run_chunk(prep, 0))
-        per_row = (time.perf_counter() - start) / size
+    for size in candidates if len(candidates) > 1 else []:
+        per_row = _time_per_row(runner, rows, size)
         if per_row < best_time:
             best, best_time = size, per_row
         elif per_row > 1.25 * best_time:
             break  # larger chunks only get slower from here
-    _chosen[key] = best
+    if len(candidates) == 1:
+        best = limit
+    inner = None
+    group = best // groups
+    heuristic = inner_width(runner.cfg, token_shape, group)
+    if jax.default_backend() == "cpu":
+        options = sorted({max(1, heuristic // 4), heuristic, min(group, heuristic * 4)})
+        timings = {}
+        for option in options if len(options) > 1 else []:
+            runner.inner = option
+            timings[option] = _time_per_row(runner, rows, best)
+        inner = min(timings, key=timings.get) if timings else None
+    runner.inner = inner
+    _chosen[key] = (best, inner)
     return best

@@ -177,6 +177,7 @@ class _Runner:
         self.cfg = model.config
         self.token_shape = tuple(tokens.shape)
         self.share_prefix = share_prefix
+        self.inner: int | None = None  # rows vmapped together; None: the cache heuristic
         self.mesh = mesh
         self.groups = int(mesh.devices.size)
         graphdef, state = nnx.split(model)
@@ -200,7 +201,7 @@ class _Runner:
             sizes = _prefix.padded_sizes(_prefix.node_counts(keys, group), self.comps, group)
         else:
             sizes = (group,)
-        inner = _chunking.inner_width(self.cfg, self.token_shape, group)
+        inner = min(self.inner or _chunking.inner_width(self.cfg, self.token_shape, group), group)
         return _Prepared(rows[take], keys, order, sizes, chunk, group, n_rows, inner)
 
     def run_chunk(self, prep: "_Prepared", index: int) -> jax.Array:

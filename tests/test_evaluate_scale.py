@@ -107,8 +107,9 @@ def test_auto_chunk_size_probes_and_remembers(model, tokens, monkeypatch):
     monkeypatch.setattr(_chunking, "_chosen", {})
     values = ja.evaluate(model, comps, rows, tokens, chunk_size="auto")
     assert len(_chunking._chosen) == 1
-    chosen = next(iter(_chunking._chosen.values()))
+    chosen, inner = next(iter(_chunking._chosen.values()))
     assert chosen in (4, 16, 64, 256, 320)
+    assert inner is None or 1 <= inner <= chosen
     np.testing.assert_allclose(
         values, ja.evaluate(model, comps, rows, tokens), rtol=2e-5, atol=2e-5
     )
