@@ -46,10 +46,8 @@ def _next_token_ce(
 
 
 @dataclass(frozen=True)
-class PositionLoss:
-    """Mean next-token cross-entropy over prediction positions ``[start, stop)`` (nats).
-
-    Position ``p`` predicts token ``p + 1``. Lower is better.
+class _PositionMetric:
+    """A metric over prediction positions ``[start, stop)``; position ``p`` predicts ``p + 1``.
 
     Attributes:
         start: First prediction position.
@@ -59,46 +57,49 @@ class PositionLoss:
 
     start: int
     stop: int
-    label: str = "loss"
+    label: str = "metric"
 
     @property
     def __name__(self) -> str:  # read by jaxablate.metrics.as_metric for the metric's name
         return self.label
 
-    def __call__(
-        self, logits: Float[Array, "batch seq vocab"], tokens: Int[Array, "batch seq"]
-    ) -> Float[Array, " batch"]:
+    def _check(self, logits: jax.Array, tokens: jax.Array) -> None:
         if logits.shape[1] < self.stop or tokens.shape[1] < self.stop + 1:
             raise ValueError(
                 f"{self.label} reads positions up to {self.stop}, got logits of shape "
                 f"{logits.shape} and tokens of shape {tokens.shape}"
             )
-        return _next_token_ce(logits, tokens, self.start, self.stop)
 
 
 @dataclass(frozen=True)
-class PositionAccuracy:
-    """Fraction of prediction positions ``[start, stop)`` whose argmax is the next token.
+class PositionLoss(_PositionMetric):
+    """Mean next-token cross-entropy over prediction positions ``[start, stop)`` (nats).
 
-    Higher is better.
-
-    Attributes:
-        start: First prediction position.
-        stop: One past the last prediction position.
-        label: Name used in reports.
+    Lower is better.
     """
 
-    start: int
-    stop: int
-    label: str = "accuracy"
-
-    @property
-    def __name__(self) -> str:
-        return self.label
+    label: str = "loss"
 
     def __call__(
         self, logits: Float[Array, "batch seq vocab"], tokens: Int[Array, "batch seq"]
     ) -> Float[Array, " batch"]:
+        self._check(logits, tokens)
+        return _next_token_ce(logits, tokens, self.start, self.stop)
+
+
+@dataclass(frozen=True)
+class PositionAccuracy(_PositionMetric):
+    """Fraction of prediction positions ``[start, stop)`` whose argmax is the next token.
+
+    Higher is better.
+    """
+
+    label: str = "accuracy"
+
+    def __call__(
+        self, logits: Float[Array, "batch seq vocab"], tokens: Int[Array, "batch seq"]
+    ) -> Float[Array, " batch"]:
+        self._check(logits, tokens)
         pred = jnp.argmax(logits[:, self.start : self.stop], axis=-1)
         hit = pred == tokens[:, self.start + 1 : self.stop + 1]
         return hit.astype(jnp.float32).mean(-1)
