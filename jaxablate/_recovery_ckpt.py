@@ -18,20 +18,21 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
+from jaxablate._fingerprint import hash_arrays
+
 CONFIG_FILE = "recover_config.json"
 FORMAT = "jaxablate.recover/1"
 
 
 def array_hash(*arrays: Any) -> str:
     """sha256 over the dtypes, shapes and bytes of ``arrays`` (any pytrees of arrays)."""
-    h = hashlib.sha256()
-    for leaf in jax.tree.leaves(arrays):
-        if isinstance(leaf, jax.Array) and jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
-            leaf = jax.random.key_data(leaf)
-        arr = np.ascontiguousarray(np.asarray(leaf))
-        h.update(f"{arr.dtype.str}{arr.shape}".encode())
-        h.update(arr.tobytes())
-    return h.hexdigest()[:32]
+    leaves = [
+        jax.random.key_data(leaf)
+        if isinstance(leaf, jax.Array) and jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+        else leaf
+        for leaf in jax.tree.leaves(arrays)
+    ]
+    return hash_arrays([(str(i), leaf) for i, leaf in enumerate(leaves)])[:32]
 
 
 def optimizer_fingerprint(tx: optax.GradientTransformation) -> str:

@@ -39,11 +39,16 @@ __all__ = [
 DEFAULT_OPTIMIZER = optax.adam(0.01)
 
 
+def positive_int(name: str, value: object) -> int:
+    """``value`` as a positive int, else ``ValueError`` naming ``name``."""
+    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
 def check_steps(steps: object) -> int:
     """``steps`` as a positive int, else ``ValueError``."""
-    if not isinstance(steps, int | np.integer) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
-    return int(steps)
+    return positive_int("steps", steps)
 
 
 def check_key(key: object) -> None:

@@ -40,6 +40,7 @@ from jaxablate.components import Components, Masks, check_rows
 from jaxablate.evaluate import check_components, evaluate
 from jaxablate.metrics import Metric, as_metric, loss, per_example
 from jaxablate.models.transformer import Transformer, check_tokens
+from jaxablate.optimal import positive_int
 
 DEFAULT_MEMORY_BUDGET = 8 * 2**30
 DEFAULT_OPTIMIZER = optax.adamw(1e-3)  # one object, so that default calls share compilations
@@ -311,12 +312,6 @@ def _eval_runs(
 
 
 # ------------------------------------------------------------------------------ driver
-def _positive_int(name: str, value: object) -> int:
-    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
-
-
 def _shared_replacement(ablation: Ablation, cfg: Any, batch: int, seq: int, what: str) -> Ablation:
     fitted = ablation.fit(cfg, batch=batch, seq=seq)
     for name in ("z", "attn", "mlp"):
@@ -408,13 +403,13 @@ def recover(
         raise ValueError(f"rows must be 2-D [K, {len(comps)}], got shape {rows_arr.shape}")
     rows_bool = rows_arr.astype(bool)
     K = rows_bool.shape[0]
-    steps = _positive_int("steps", steps)
-    eval_every = _positive_int("eval_every", eval_every)
-    batch_size = _positive_int("batch_size", batch_size)
+    steps = positive_int("steps", steps)
+    eval_every = positive_int("eval_every", eval_every)
+    batch_size = positive_int("batch_size", batch_size)
     if checkpoint_every is not None:
         if checkpoint_dir is None:
             raise ValueError("checkpoint_every needs a checkpoint_dir to write to")
-        checkpoint_every = _positive_int("checkpoint_every", checkpoint_every)
+        checkpoint_every = positive_int("checkpoint_every", checkpoint_every)
     elif checkpoint_dir is not None:
         checkpoint_every = eval_every
     train_tok = check_tokens(cfg, train_tokens)

@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,6 +37,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Int
 
 from jaxablate import subsets
+from jaxablate._fingerprint import hash_arrays
 from jaxablate.ablation import Ablation, zero
 from jaxablate.components import Components, check_rows
 from jaxablate.evaluate import check_components, evaluate
@@ -65,33 +66,19 @@ CHUNKS = "chunks"
 # ------------------------------------------------------------------------------ fingerprints
 
 
-def _hash_arrays(items: Sequence[tuple[str, Any]]) -> str:
-    """sha256 over names, dtypes, shapes and bytes of ``(name, array or None)`` pairs."""
-    h = hashlib.sha256()
-    for name, value in items:
-        h.update(name.encode() + b"\0")
-        if value is None:
-            h.update(b"None\0")
-            continue
-        arr = np.ascontiguousarray(np.asarray(value))
-        h.update(f"{arr.dtype.str}{arr.shape}\0".encode())
-        h.update(arr.tobytes())
-    return h.hexdigest()
-
-
 def weights_fingerprint(model: Transformer) -> str:
     """sha256 of every parameter of ``model`` (names, dtypes, shapes, bytes)."""
-    return _hash_arrays(sorted(model_arrays(model).items()))
+    return hash_arrays(sorted(model_arrays(model).items()))
 
 
 def _tree_fingerprint(tree: Any) -> str:
     flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return _hash_arrays([(jax.tree_util.keystr(path), leaf) for path, leaf in flat])
+    return hash_arrays([(jax.tree_util.keystr(path), leaf) for path, leaf in flat])
 
 
 def _ablation_entry(ablation: Ablation) -> dict[str, Any]:
     arrays = [(name, getattr(ablation, name)) for name in ("z", "attn", "mlp")]
-    h = _hash_arrays([*arrays, ("prefix_positions", np.asarray(ablation.prefix_positions))])
+    h = hash_arrays([*arrays, ("prefix_positions", np.asarray(ablation.prefix_positions))])
     return {"kind": ablation.kind, "sha256": h}
 
 
@@ -313,7 +300,7 @@ def _resolve_rows(rows: Any, n: int) -> tuple[np.ndarray | None, int, Any]:
     if arr.ndim != 2:
         raise ValueError(f"rows must be 2-D [n_masks, {n}], got shape {arr.shape}")
     arr = np.asarray(arr).astype(bool)
-    entry = {"kind": "explicit", "shape": list(arr.shape), "sha256": _hash_arrays([("rows", arr)])}
+    entry = {"kind": "explicit", "shape": list(arr.shape), "sha256": hash_arrays([("rows", arr)])}
     return arr, arr.shape[0], entry
 
 
@@ -341,7 +328,7 @@ def _manifest(
         "model_config": model.config.to_dict(),
         "weights_sha256": weights_fingerprint(model),
         "tokens_shape": list(tokens_np.shape),
-        "tokens_sha256": _hash_arrays([("tokens", tokens_np)]),
+        "tokens_sha256": hash_arrays([("tokens", tokens_np)]),
         "ablation": _ablation_entry(ablation),
         "metric": _metric_entry(metric),
         "rows": rows_entry,
