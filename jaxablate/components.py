@@ -5,7 +5,6 @@ Component order is fixed when a :class:`Components` is built: ``heads(cfg)`` is 
 ``rows`` array refers to component ``i``; ``True`` (or 1.0) means kept.
 """
 
-import dataclasses
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -181,10 +180,6 @@ class Components:
             else:
                 mlp = mlp.at[..., layer_idx].set(values)
         return Masks(heads=heads, attn=attn, mlp=mlp)
-
-    def with_config(self, cfg: ModelConfig) -> "Components":
-        """The same components for another config of the same shape."""
-        return dataclasses.replace(self, config=cfg)
 
 
 def check_rows(rows: object, n: int, *, binary: bool) -> np.ndarray | jax.Array:

@@ -64,11 +64,6 @@ class ModelConfig:
         if not self.init_std > 0:
             raise ValueError(f"ModelConfig.init_std must be > 0, got {self.init_std!r}")
 
-    @property
-    def n_head_components(self) -> int:
-        """Total number of attention heads, ``n_layers * n_heads``."""
-        return self.n_layers * self.n_heads
-
     def replace(self, **changes: Any) -> "ModelConfig":
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
