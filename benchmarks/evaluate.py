@@ -6,6 +6,10 @@ Paths, all computing the same table:
   (c) default: ``ja.evaluate`` with prefix sharing and the probed chunk size
   (d) TransformerLens: a ``run_with_hooks`` loop with a mask hook on ``hook_z`` (if installed)
 
+Each representative case runs twice: with the next-token loss at every position, and with a
+logit difference at the last position (the usual interpretability metric), which ``ja.evaluate``
+prunes to the work that position depends on (``Metric.positions``).
+
 FLOP/s are naive-equivalent (the FLOPs a full forward per subset would do), reported as a fraction
 of a large float32 matmul's FLOP/s measured in the same run; for (c), which skips shared work, this
 is an effective rate. Compile time is reported apart from steady-state time.
@@ -70,7 +74,17 @@ def matmul_peak(n: int = 2048, reps: int = 10) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - start)
 
 
-def time_loop(model, comps, rows, tokens) -> dict:
+CORRECT, WRONG = 3, 4  # token ids of the logit-difference metric
+
+
+def make_metric(name: str):
+    """The benchmark's metrics: ``loss`` (every position) or ``logit_diff`` (last position)."""
+    if name == "loss":
+        return ja.metrics.loss
+    return ja.metrics.logit_diff(CORRECT, WRONG)
+
+
+def time_loop(model, comps, rows, tokens, metric) -> dict:
     """(a): one jitted call and one device sync per subset."""
     graphdef, state = nnx.split(model)
     repl = ja.ablation.zero().fit(model.config, batch=tokens.shape[0], seq=tokens.shape[1])
@@ -78,7 +92,7 @@ def time_loop(model, comps, rows, tokens) -> dict:
     @jax.jit
     def one(state, tokens, row):
         m = nnx.merge(graphdef, state)
-        return ja.metrics.loss(
+        return metric(
             masked_forward(m, comps, tokens, comps.masks_unchecked(row), repl), tokens
         ).mean()
 
@@ -130,18 +144,24 @@ TL_SCRIPT = textwrap.dedent(
             hook = lambda z, hook, m=m: z * m[None, None, :, None]  # noqa: E731
             out.append((f"blocks.{layer}.attn.hook_z", hook))
         return out
+    def value(row):
+        if spec["metric"] == "loss":
+            return float(model.run_with_hooks(tokens, return_type="loss", fwd_hooks=hooks(row)))
+        logits = model.run_with_hooks(tokens, return_type="logits", fwd_hooks=hooks(row))
+        last = logits[:, -1]
+        return float((last[:, spec["correct"]] - last[:, spec["wrong"]]).mean())
     with torch.no_grad():
-        model.run_with_hooks(tokens, return_type="loss", fwd_hooks=hooks(rows[0]))
+        value(rows[0])
         start = time.perf_counter()
         for row in rows:
-            float(model.run_with_hooks(tokens, return_type="loss", fwd_hooks=hooks(row)))
+            value(row)
         run_s = time.perf_counter() - start
     print(json.dumps(dict(run_s=run_s, rows=len(rows), torch=torch.__version__)))
     """
 )
 
 
-def time_transformer_lens(spec, tokens, rows, layers, heads_per_layer) -> dict | None:
+def time_transformer_lens(spec, tokens, rows, layers, heads_per_layer, metric) -> dict | None:
     """(d) in a subprocess with the malloc settings NOTES.md prescribes for torch peers."""
     try:
         import transformer_lens  # noqa: F401
@@ -157,6 +177,9 @@ def time_transformer_lens(spec, tokens, rows, layers, heads_per_layer) -> dict |
             rows=rows.tolist(),
             layers=layers,
             heads_per_layer=heads_per_layer,
+            metric=metric,
+            correct=CORRECT,
+            wrong=WRONG,
         )
     )
     done = subprocess.run(
@@ -167,7 +190,7 @@ def time_transformer_lens(spec, tokens, rows, layers, heads_per_layer) -> dict |
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def case(name, spec, comps_fn, layers, n_timed, peak, quick) -> dict:
+def case(name, spec, comps_fn, layers, n_timed, peak, quick, metric_name="loss") -> dict:
     cfg = ja.ModelConfig(**spec["cfg"], init_std=0.05)
     model = ja.Transformer(cfg, rngs=nnx.Rngs(0))
     tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, (spec["batch"], spec["seq"]))
@@ -176,17 +199,26 @@ def case(name, spec, comps_fn, layers, n_timed, peak, quick) -> dict:
     rows = ja.subsets.all(len(comps))
     timed = rows[np.random.default_rng(1).permutation(len(rows))[:n_timed]]
     flops = forward_flops(cfg, spec["batch"], spec["seq"])
-    out = dict(case=name, n_components=len(comps), n_rows=len(rows), flops_per_subset=flops)
+    metric = make_metric(metric_name)
+    out = dict(
+        case=name,
+        metric=metric_name,
+        n_components=len(comps),
+        n_rows=len(rows),
+        flops_per_subset=flops,
+    )
     results = {
-        "a_loop": time_loop(model, comps, timed, tokens),
+        "a_loop": time_loop(model, comps, timed, tokens, metric),
         "b_naive": time_evaluate(
-            model, comps, timed, tokens, share_prefix=False, chunk_size="auto"
+            model, comps, timed, tokens, metric=metric, share_prefix=False, chunk_size="auto"
         ),
-        "c_default": time_evaluate(model, comps, rows, tokens, chunk_size="auto"),
+        "c_default": time_evaluate(model, comps, rows, tokens, metric=metric, chunk_size="auto"),
     }
     if not quick:
         per_layer = len(comps) // len(layers)
-        tl = time_transformer_lens(spec, tokens, timed[: max(16, n_timed // 4)], layers, per_layer)
+        tl = time_transformer_lens(
+            spec, tokens, timed[: max(16, n_timed // 4)], layers, per_layer, metric_name
+        )
         if tl is not None:
             results["d_transformer_lens"] = tl
     # the paths agree on the subsets they share
@@ -221,36 +253,28 @@ def main() -> None:
     peak = matmul_peak()
     n = 64 if args.quick else 256
     rep, tiny = MODELS["representative"], MODELS["tiny"]
-    cases = [
-        case(
-            "representative (i): last layer's 8 heads",
-            rep,
-            lambda c: ja.heads(c, layers=[3]),
-            [3],
-            n,
-            peak,
-            args.quick,
-        ),
-        case(
-            "representative (ii): 4 heads in each of layers 0-2",
-            rep,
+    representative = [
+        ("(i): last layer's 8 heads", lambda c: ja.heads(c, layers=[3]), [3]),
+        (
+            "(ii): 4 heads in each of layers 0-2",
             lambda c: ja.heads(c, layers=[0, 1, 2], heads=[0, 1, 2, 3]),
             [0, 1, 2],
-            n,
-            peak,
-            args.quick,
         ),
-        case(
-            "representative (ii'): 4 heads in each of layers 1-3",
-            rep,
+        (
+            "(ii'): 4 heads in each of layers 1-3",
             lambda c: ja.heads(c, layers=[1, 2, 3], heads=[0, 1, 2, 3]),
             [1, 2, 3],
-            n,
-            peak,
-            args.quick,
         ),
-        case("tiny: all 8 heads", tiny, lambda c: ja.heads(c), [0, 1], 256, peak, args.quick),
     ]
+    metrics = ["loss"] if args.quick else ["loss", "logit_diff"]
+    cases = [
+        case(f"representative {label}, {m}", rep, fn, layers, n, peak, args.quick, m)
+        for m in metrics
+        for label, fn, layers in representative
+    ]
+    cases.append(
+        case("tiny: all 8 heads, loss", tiny, lambda c: ja.heads(c), [0, 1], 256, peak, args.quick)
+    )
     report = dict(
         benchmark="evaluate",
         device=str(jax.devices()[0]),

@@ -80,34 +80,49 @@ def _tree_group(
 
     Nodes of a stage go through ``jax.lax.map`` in vmapped batches of ``inner``: small batches
     keep a CPU's working set in cache, one batch of all nodes suits accelerators.
+
+    A metric that reads a few positions (:attr:`Metric.positions`) runs the model on the
+    positions up to the last one read (attention is causal, so later ones change nothing), and
+    the last layer computes its queries, MLP and unembedding at the read positions alone.
     """
     layers = comps.layers
-    n_layers = model.config.n_layers
-    resid = model.embed(tokens)
+    last = model.config.n_layers - 1
+    queries = metric.query_positions(tokens.shape[1])
+    run_tokens = tokens
+    if queries is not None:
+        length = int(queries.max()) + 1
+        run_tokens = tokens[:, :length]
+        replacement = jax.tree.map(lambda r: r[:, :, :length], replacement)
+
+    def at_last(layer: int) -> np.ndarray | None:
+        return queries if layer == last else None
+
+    resid = model.embed(run_tokens)
     for layer in range(layers[0]):
         resid = model.block(layer, resid, None, None)
     nodes = resid[None]
     for j, layer in enumerate(layers):
-        stop = layers[j + 1] if j + 1 < len(layers) else n_layers
-        z = jax.lax.map(functools.partial(model.attn_z, layer), nodes, batch_size=inner)
+        stop = layers[j + 1] if j + 1 < len(layers) else last + 1
+        attn_z = functools.partial(model.attn_z, layer, queries=at_last(layer))
+        z = jax.lax.map(attn_z, nodes, batch_size=inner)
         masks = comps.masks_unchecked(reps[j])
 
         def child(p: jax.Array, m: Masks, nodes=nodes, z=z, layer=layer, stop=stop) -> jax.Array:
-            r = model.block(layer, nodes[p], m, replacement, z=z[p])
+            r = model.block(layer, nodes[p], m, replacement, z=z[p], queries=at_last(layer))
             for later in range(layer + 1, stop):
-                r = model.block(later, r, None, None)
+                r = model.block(later, r, None, None, queries=at_last(later))
             return r
+
+        def row_metric(p: jax.Array, m: Masks, child=child) -> jax.Array:
+            logits = model.unembed(child(p, m))
+            return per_example(metric, logits, tokens, at_positions=queries is not None)
 
         if j + 1 < len(layers):
             nodes = jax.lax.map(
                 lambda a, child=child: child(*a), (parents[j], masks), batch_size=inner
             )
         else:  # the rows themselves: straight on to the metric, no residuals kept
-            return jax.lax.map(
-                lambda a, child=child: per_example(metric, model.unembed(child(*a)), tokens),
-                (parents[j], masks),
-                batch_size=inner,
-            )
+            return jax.lax.map(lambda a: row_metric(*a), (parents[j], masks), batch_size=inner)
     raise AssertionError("components span no layer")
 
 

@@ -36,13 +36,12 @@ def _check_batch_size(batch_size: object) -> int:
     return batch_size
 
 
-def _next_token_ce(
-    logits: Float[Array, "batch seq vocab"], tokens: Int[Array, "batch seq"], start: int, stop: int
+def _span_ce(
+    logits: Float[Array, "batch span vocab"], targets: Int[Array, "batch span"]
 ) -> Float[Array, " batch"]:
-    """Mean cross-entropy of predicting token ``p + 1`` at positions ``p`` in ``[start, stop)``."""
-    logp = jax.nn.log_softmax(logits[:, start:stop].astype(jnp.float32), axis=-1)
-    target = tokens[:, start + 1 : stop + 1]
-    return -jnp.take_along_axis(logp, target[..., None], axis=-1)[..., 0].mean(-1)
+    """Mean cross-entropy of predicting ``targets`` from ``logits``, position by position."""
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    return -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0].mean(-1)
 
 
 @dataclass(frozen=True)
@@ -63,12 +62,39 @@ class _PositionMetric:
     def __name__(self) -> str:  # read by jaxablate.metrics.as_metric for the metric's name
         return self.label
 
+    @property
+    def positions(self) -> tuple[int, ...]:
+        """The positions whose logits the metric reads (see :class:`jaxablate.Metric`)."""
+        return tuple(range(self.start, self.stop))
+
+    def __call__(
+        self, logits: Float[Array, "batch seq vocab"], tokens: Int[Array, "batch seq"]
+    ) -> Float[Array, " batch"]:
+        self._check(logits, tokens)
+        return self.at(logits[:, self.start : self.stop], tokens)
+
+    def at(
+        self, logits_at: Float[Array, "batch span vocab"], tokens: Int[Array, "batch seq"]
+    ) -> Float[Array, " batch"]:
+        """The metric from the logits of :attr:`positions` alone."""
+        raise NotImplementedError
+
     def _check(self, logits: jax.Array, tokens: jax.Array) -> None:
         if logits.shape[1] < self.stop or tokens.shape[1] < self.stop + 1:
             raise ValueError(
                 f"{self.label} reads positions up to {self.stop}, got logits of shape "
                 f"{logits.shape} and tokens of shape {tokens.shape}"
             )
+
+    def _targets(self, logits_at: jax.Array, tokens: jax.Array) -> jax.Array:
+        span = self.stop - self.start
+        if logits_at.shape[1] != span or tokens.shape[1] < self.stop + 1:
+            raise ValueError(
+                f"{self.label} needs the logits of its {span} positions and tokens of at least "
+                f"{self.stop + 1} positions, got logits of shape {logits_at.shape} and tokens of "
+                f"shape {tokens.shape}"
+            )
+        return tokens[:, self.start + 1 : self.stop + 1]
 
 
 @dataclass(frozen=True)
@@ -80,11 +106,11 @@ class PositionLoss(_PositionMetric):
 
     label: str = "loss"
 
-    def __call__(
-        self, logits: Float[Array, "batch seq vocab"], tokens: Int[Array, "batch seq"]
+    def at(
+        self, logits_at: Float[Array, "batch span vocab"], tokens: Int[Array, "batch seq"]
     ) -> Float[Array, " batch"]:
-        self._check(logits, tokens)
-        return _next_token_ce(logits, tokens, self.start, self.stop)
+        """The metric from the logits of :attr:`positions` alone."""
+        return _span_ce(logits_at, self._targets(logits_at, tokens))
 
 
 @dataclass(frozen=True)
@@ -96,12 +122,11 @@ class PositionAccuracy(_PositionMetric):
 
     label: str = "accuracy"
 
-    def __call__(
-        self, logits: Float[Array, "batch seq vocab"], tokens: Int[Array, "batch seq"]
+    def at(
+        self, logits_at: Float[Array, "batch span vocab"], tokens: Int[Array, "batch seq"]
     ) -> Float[Array, " batch"]:
-        self._check(logits, tokens)
-        pred = jnp.argmax(logits[:, self.start : self.stop], axis=-1)
-        hit = pred == tokens[:, self.start + 1 : self.stop + 1]
+        """The metric from the logits of :attr:`positions` alone."""
+        hit = jnp.argmax(logits_at, axis=-1) == self._targets(logits_at, tokens)
         return hit.astype(jnp.float32).mean(-1)
 
 

@@ -134,18 +134,32 @@ class Transformer(nnx.Module):
         return self.W_E[...][tokens] + self.W_pos[...][None, :seq]
 
     def attn_z(
-        self, layer: int, resid: Float[Array, "batch seq d_model"]
-    ) -> Float[Array, "batch seq head d_head"]:
-        """Each head's output ``z`` at ``layer`` (attention-weighted values)."""
+        self,
+        layer: int,
+        resid: Float[Array, "batch seq d_model"],
+        queries: np.ndarray | None = None,
+    ) -> Float[Array, "batch query head d_head"]:
+        """Each head's output ``z`` at ``layer`` (attention-weighted values).
+
+        Args:
+            layer: Which layer.
+            resid: Residual stream entering it.
+            queries: Static positions to compute ``z`` at (all positions still serve as keys
+                and values); ``None``: every position.
+        """
         a = self.attn
         x = self.ln1.apply(resid, layer)
-        q = jnp.einsum("bsd,hde->bshe", x, a.W_Q[layer]) + a.b_Q[layer][None, None]
+        x_q = x if queries is None else x[:, queries]
+        q = jnp.einsum("bsd,hde->bshe", x_q, a.W_Q[layer]) + a.b_Q[layer][None, None]
         k = jnp.einsum("bsd,hde->bshe", x, a.W_K[layer]) + a.b_K[layer][None, None]
         v = jnp.einsum("bsd,hde->bshe", x, a.W_V[layer]) + a.b_V[layer][None, None]
         scale = 1.0 / math.sqrt(self.config.d_head)
         scores = jnp.einsum("bqhe,bkhe->bhqk", q, k).astype(jnp.float32) * scale
         seq = resid.shape[1]
-        causal = np.tril(np.ones((seq, seq), dtype=bool))
+        if queries is None:
+            causal = np.tril(np.ones((seq, seq), dtype=bool))
+        else:
+            causal = np.asarray(queries)[:, None] >= np.arange(seq)[None, :]
         scores = jnp.where(causal, scores, jnp.finfo(jnp.float32).min)
         pattern = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
         return jnp.einsum("bhqk,bkhe->bqhe", pattern, v)
@@ -182,8 +196,9 @@ class Transformer(nnx.Module):
         resid: Float[Array, "batch seq d_model"],
         masks: Masks | None,
         replacement: Ablation | None,
-        z: Float[Array, "batch seq head d_head"] | None = None,
-    ) -> Float[Array, "batch seq d_model"]:
+        z: Float[Array, "batch query head d_head"] | None = None,
+        queries: np.ndarray | None = None,
+    ) -> Float[Array, "batch query d_model"]:
         """One block with its components masked.
 
         Args:
@@ -192,21 +207,28 @@ class Transformer(nnx.Module):
             masks: Mask values (only ``layer``'s entries are read); ``None`` runs the block
                 unmasked, skipping the blend (same result as all-ones masks).
             replacement: Fitted replacements (see :meth:`Ablation.fit`); unused without masks.
-            z: The heads' outputs at ``layer`` when they were computed (shared) already.
+            z: The heads' outputs at ``layer`` (at ``queries``) when they were computed
+                (shared) already.
+            queries: Static positions to compute the block's output at (its input at every
+                position still feeds attention); ``None``: every position.
         """
         if z is None:
-            z = self.attn_z(layer, resid)
+            z = self.attn_z(layer, resid, queries)
+        if queries is not None:
+            resid = resid[:, queries]
         if masks is None or replacement is None:
             resid = resid + self.mix_heads(layer, z)
             if self.mlp is not None:
                 resid = resid + self.mlp_out(layer, resid)
             return resid
-        z = _blend(z, masks.heads[layer], replacement.z[layer])
-        attn = _blend(self.mix_heads(layer, z), masks.attn[layer], replacement.attn[layer])
+        z = _blend(z, masks.heads[layer], _at(replacement.z[layer], queries))
+        attn = _blend(
+            self.mix_heads(layer, z), masks.attn[layer], _at(replacement.attn[layer], queries)
+        )
         resid = resid + attn
         if self.mlp is not None:
-            mlp = _blend(self.mlp_out(layer, resid), masks.mlp[layer], replacement.mlp[layer])
-            resid = resid + mlp
+            mlp = self.mlp_out(layer, resid)
+            resid = resid + _blend(mlp, masks.mlp[layer], _at(replacement.mlp[layer], queries))
         return resid
 
     # ----------------------------------------------------------------------------- forward
@@ -265,6 +287,11 @@ class Transformer(nnx.Module):
             attns.append(attn)
             mlps.append(mlp)
         return Activations(jnp.stack(zs), jnp.stack(attns), jnp.stack(mlps))
+
+
+def _at(r: jax.Array, queries: np.ndarray | None) -> jax.Array:
+    """Replacement ``[b, s, ...]`` at ``queries`` (unchanged when shared by all positions)."""
+    return r if queries is None or r.shape[1] == 1 else r[:, queries]
 
 
 def _blend(c: jax.Array, m: jax.Array, r: jax.Array) -> jax.Array:
