@@ -7,7 +7,11 @@ compiled step as ``recover``'s, with K = 1 and one step per call). Compilation i
 warm-up call of each shape), then steady state; the figure of merit is training steps per second
 summed over runs (run-steps/s).
 
-Usage: ``python benchmarks/recovery.py [--steps 200] [--out benchmarks/results/recovery.json]``
+``--grid`` adds a sweep over model width and batch shape (one repetition each, no naive side):
+how the gain of vmapping depends on how much of a single run's step is per-op overhead.
+
+Usage: ``python benchmarks/recovery.py [--steps 200] [--grid] [--out
+benchmarks/results/recovery.json]``
 """
 
 import argparse
@@ -45,33 +49,30 @@ def _python_loop(model, comps, rows, train, args, tx) -> None:
         jax.block_until_ready(state)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=16, help="K configurations")
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--seq", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=3, help="timed repetitions (best kept)")
-    parser.add_argument(
-        "--out", default=os.path.join(os.path.dirname(__file__), "results", "recovery.json")
-    )
-    args = parser.parse_args()
-
-    cfg = ja.ModelConfig(
-        n_layers=2, n_heads=4, d_model=32, d_head=8, d_mlp=64, vocab_size=32, n_ctx=args.seq
-    )
+def measure(
+    dims: dict,
+    *,
+    runs: int,
+    steps: int,
+    batch_size: int,
+    seq: int,
+    repeats: int,
+    python_loop: bool,
+) -> dict:
+    """Time ``runs`` configurations vmapped vs a loop of single runs on one model size."""
+    cfg = ja.ModelConfig(**dims, n_ctx=seq)
     model = ja.Transformer(cfg, rngs=nnx.Rngs(0))
     comps = ja.heads(cfg)
     k_rows, k_train, k_eval = jax.random.split(jax.random.key(0), 3)
-    rows = np.asarray(jax.random.bernoulli(k_rows, 0.7, (args.runs, len(comps))))
-    train = np.asarray(jax.random.randint(k_train, (512, args.seq), 0, cfg.vocab_size))
-    ev = np.asarray(jax.random.randint(k_eval, (16, args.seq), 0, cfg.vocab_size))
+    rows = np.asarray(jax.random.bernoulli(k_rows, 0.7, (runs, len(comps))))
+    train = np.asarray(jax.random.randint(k_train, (512, seq), 0, cfg.vocab_size))
+    ev = np.asarray(jax.random.randint(k_eval, (16, seq), 0, cfg.vocab_size))
     tx = optax.adamw(1e-3)
 
-    def run(r: np.ndarray, steps: int) -> RecoveryResult:
+    def run(r: np.ndarray, n_steps: int) -> RecoveryResult:
         return recover(
-            model, comps, r, train, steps=steps, eval_tokens=ev, eval_every=steps,
-            batch_size=args.batch_size, key=jax.random.key(1), optimizer=tx, progress=False,
+            model, comps, r, train, steps=n_steps, eval_tokens=ev, eval_every=n_steps,
+            batch_size=batch_size, key=jax.random.key(1), optimizer=tx, progress=False,
         )  # fmt: skip
 
     def timed(fn) -> float:
@@ -82,16 +83,74 @@ def main() -> int:
     # compilation (first call of each shape; a 1-step run)
     compile_vmapped = timed(lambda: run(rows, 1))
     compile_single = timed(lambda: run(rows[:1], 1))
-
-    vmapped = min(timed(lambda: run(rows, args.steps)) for _ in range(args.repeats))
+    vmapped = min(timed(lambda: run(rows, steps)) for _ in range(repeats))
     loop = min(
-        timed(lambda: [run(rows[k : k + 1], args.steps) for k in range(args.runs)])
-        for _ in range(args.repeats)
+        timed(lambda: [run(rows[k : k + 1], steps) for k in range(runs)]) for _ in range(repeats)
     )
-    python_loop = min(
-        timed(lambda: _python_loop(model, comps, rows, train, args, tx)) for _ in range(1)
+    seconds = {"vmapped": vmapped, "loop": loop}
+    if python_loop:
+        args = argparse.Namespace(batch_size=batch_size, seq=seq, steps=steps)
+        seconds["python_step_loop"] = timed(
+            lambda: _python_loop(model, comps, rows, train, args, tx)
+        )
+    run_steps = runs * steps
+    out = {
+        "model": dims,
+        "batch_size": batch_size,
+        "seq": seq,
+        "runs": runs,
+        "steps": steps,
+        "compile_s": {"vmapped": compile_vmapped, "single": compile_single},
+        "seconds": seconds,
+        "run_steps_per_s": {k: run_steps / v for k, v in seconds.items()},
+        "speedup": loop / vmapped,
+    }
+    if python_loop:
+        out["speedup_vs_python_step_loop"] = seconds["python_step_loop"] / vmapped
+    return out
+
+
+HEADLINE = dict(n_layers=2, n_heads=4, d_model=32, d_head=8, d_mlp=64, vocab_size=32)
+GRID_WIDTHS = (16, 32, 64)
+GRID_BATCHES = ((2, 8), (4, 16), (8, 32))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=16, help="K configurations")
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--seq", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3, help="timed repetitions (best kept)")
+    parser.add_argument(
+        "--grid",
+        action="store_true",
+        help="also measure d_model 16/32/64 x batch 2x8/4x16/8x32 (d_head 8, d_mlp 2 d_model)",
     )
-    run_steps = args.runs * args.steps
+    parser.add_argument(
+        "--out", default=os.path.join(os.path.dirname(__file__), "results", "recovery.json")
+    )
+    args = parser.parse_args()
+
+    headline = measure(
+        HEADLINE, runs=args.runs, steps=args.steps, batch_size=args.batch_size, seq=args.seq,
+        repeats=args.repeats, python_loop=True,
+    )  # fmt: skip
+    grid = []
+    if args.grid:
+        for width in GRID_WIDTHS:
+            dims = dict(HEADLINE, d_model=width, n_heads=width // 8, d_mlp=2 * width)
+            for batch_size, seq in GRID_BATCHES:
+                point = measure(
+                    dims, runs=args.runs, steps=args.steps, batch_size=batch_size, seq=seq,
+                    repeats=1, python_loop=False,
+                )  # fmt: skip
+                print(
+                    f"d_model {width:3d}  batch {batch_size} x {seq:2d}: "
+                    f"vmapped / loop = {point['speedup']:.2f}x",
+                    flush=True,
+                )
+                grid.append(point)
     result = {
         "benchmark": "recovery",
         "date": datetime.date.today().isoformat(),
@@ -104,29 +163,14 @@ def main() -> int:
             "flax": flax.__version__,
             "optax": optax.__version__,
         },
-        "model": {
-            k: getattr(cfg, k)
-            for k in ("n_layers", "n_heads", "d_model", "d_head", "d_mlp", "vocab_size")
-        },
-        "runs": args.runs,
-        "steps": args.steps,
-        "batch_size": args.batch_size,
-        "seq": args.seq,
-        "compile_s": {"vmapped": compile_vmapped, "single": compile_single},
-        "seconds": {"vmapped": vmapped, "loop": loop, "python_step_loop": python_loop},
-        "run_steps_per_s": {
-            "vmapped": run_steps / vmapped,
-            "loop": run_steps / loop,
-            "python_step_loop": run_steps / python_loop,
-        },
-        "speedup": loop / vmapped,
-        "speedup_vs_python_step_loop": python_loop / vmapped,
+        **headline,
+        "grid": grid,
         "note": "each side includes 2 evaluations per run (steps 0 and end) and the baseline",
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
-    print(json.dumps(result, indent=1))
+    print(json.dumps({k: v for k, v in result.items() if k != "grid"}, indent=1))
     return 0
 
 

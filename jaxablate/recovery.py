@@ -32,8 +32,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, Bool, Float, Int
 
+from jaxablate import _chunking
 from jaxablate import _recovery_ckpt as ckpt
 from jaxablate.ablation import Ablation, zero
 from jaxablate.components import Components, Masks, check_rows
@@ -42,9 +44,9 @@ from jaxablate.metrics import Metric, as_metric, loss, per_example
 from jaxablate.models.transformer import Transformer, check_tokens
 from jaxablate.optimal import positive_int
 
-DEFAULT_MEMORY_BUDGET = 8 * 2**30
 DEFAULT_OPTIMIZER = optax.adamw(1e-3)  # one object, so that default calls share compilations
 _NO_DAMAGE_RTOL = 1e-5
+RUNS_AXIS = "runs"
 
 
 @dataclass(frozen=True)
@@ -207,14 +209,6 @@ def memory_estimate(
     return int(n_runs * per_run + train_bytes + frozen_bytes)
 
 
-def _default_budget() -> int:
-    try:
-        stats = jax.devices()[0].memory_stats() or {}
-    except Exception:  # backends without memory statistics
-        stats = {}
-    return int(stats.get("bytes_limit", DEFAULT_MEMORY_BUDGET))
-
-
 # ------------------------------------------------------------------------------ compiled core
 def _merge(graphdef: nnx.GraphDef, train: Any, frozen: Any) -> Transformer:
     return nnx.merge(graphdef, train, frozen)
@@ -351,6 +345,7 @@ def recover(
     progress: bool = True,
     return_params: bool = False,
     memory_budget: int | None = None,
+    mesh: Mesh | None = None,
 ) -> RecoveryResult:
     """Fine-tune K ablated copies of ``model`` together and record how each recovers.
 
@@ -386,8 +381,12 @@ def recover(
             ``checkpoint_dir``.
         progress: Show a tqdm bar when stderr is a terminal.
         return_params: Also return every run's final parameters.
-        memory_budget: Bytes the K runs may use (default: the device's memory limit when it
-            reports one, else 8 GiB); see :func:`memory_estimate`.
+        memory_budget: Bytes the K runs may use (default: the rule :func:`jaxablate.evaluate`
+            uses, half the accelerator's memory or a quarter of host RAM, at most 8 GiB); see
+            :func:`memory_estimate`. On accelerators it bounds each device's share of the runs.
+        mesh: Devices to split the K runs over (a 1-D mesh); default: up to K local devices.
+            K is padded to a multiple of the device count with copies of the last row, whose
+            results are dropped; results and checkpoints do not depend on the device count.
 
     Returns:
         A :class:`RecoveryResult`.
@@ -436,9 +435,17 @@ def recover(
             f"trainable={trainable!r} selects no parameters; the model has {all_names}"
         )
 
-    budget = _default_budget() if memory_budget is None else int(memory_budget)
+    mesh = runs_mesh(K) if mesh is None else mesh
+    if len(mesh.axis_names) != 1:
+        raise ValueError(f"mesh must be 1-D (one axis for the runs), got axes {mesh.axis_names}")
+    n_devices = int(mesh.devices.size)
+    K_pad = -(-K // n_devices) * n_devices
+    # the budget bounds one device's runs; CPU devices share the host's memory
+    on_cpu = mesh.devices.flat[0].platform == "cpu"
+    runs_checked = K_pad if on_cpu else K_pad // n_devices
+    budget = _chunking.default_budget() if memory_budget is None else int(memory_budget)
     need = memory_estimate(
-        model, n_runs=K, batch_size=batch_size, seq=train_tok.shape[1],
+        model, n_runs=runs_checked, batch_size=batch_size, seq=train_tok.shape[1],
         eval_batch=eval_tok.shape[0], eval_seq=eval_tok.shape[1], trainable=trainable, optimizer=tx,
     )  # fmt: skip
     if need > budget:
@@ -446,24 +453,36 @@ def recover(
             model, n_runs=0, batch_size=batch_size, seq=train_tok.shape[1],
             eval_batch=eval_tok.shape[0], eval_seq=eval_tok.shape[1], trainable=trainable,
             optimizer=tx,
-        )) // K  # fmt: skip
-        fits = max(0, (budget - (need - per_run * K)) // max(per_run, 1))
+        )) // runs_checked  # fmt: skip
+        fits = max(0, (budget - (need - per_run * runs_checked)) // max(per_run, 1))
+        if not on_cpu:
+            fits *= n_devices
+        where = "" if on_cpu or n_devices == 1 else f" on each of {n_devices} devices"
         raise ValueError(
-            f"K={K} configurations need about {need / 2**30:.2f} GiB "
+            f"K={K} configurations need about {need / 2**30:.2f} GiB{where} "
             f"({per_run / 2**20:.1f} MiB per run) but memory_budget is {budget / 2**30:.2f} GiB; "
             f"at most {fits} fit: split rows into smaller groups, lower batch_size or eval tokens, "
             "or raise memory_budget"
         )
 
-    masks = comps.masks(rows_arr)
+    padded_rows = np.concatenate([rows_bool, np.repeat(rows_bool[-1:], K_pad - K, axis=0)])
+    masks = comps.masks(padded_rows)
     allowed = jax.tree.unflatten(
         treedef,
         [
             jnp.asarray(a)
-            for a in update_masks(comps, rows_bool, names, [x.shape for _, x in path_leaves])
+            for a in update_masks(comps, padded_rows, names, [x.shape for _, x in path_leaves])
         ],
     )
-    train_k, opt_state = _init_runs(train, n_runs=K, tx=tx)
+    train_k, opt_state = _init_runs(train, n_runs=K_pad, tx=tx)
+    split, replicated = (
+        NamedSharding(mesh, PartitionSpec(RUNS_AXIS)),
+        NamedSharding(mesh, PartitionSpec()),
+    )
+    train_k, opt_state, masks, allowed = jax.device_put((train_k, opt_state, masks, allowed), split)
+    frozen, train_repl, eval_repl, train_tok, eval_tok, metric_dev = jax.device_put(
+        (frozen, train_repl, eval_repl, train_tok, eval_tok, metric_obj), replicated
+    )
     curve_steps = _curve_steps(steps, eval_every)
     curves = np.full((K, len(curve_steps)), np.nan, np.float32)
     start = 0
@@ -491,18 +510,20 @@ def recover(
         latest = store.latest()
         if latest is not None:
             key_data = _key_data(key)
-            like = jax.tree.leaves((train_k, opt_state))
+            like = [x[:K] for x in jax.tree.leaves((train_k, opt_state))]
             leaves, saved_key, curves = store.restore(latest, like, key_data, curves)
             if not np.array_equal(np.asarray(saved_key), np.asarray(key_data)):
                 raise ValueError(f"checkpoint in {checkpoint_dir!r} was written with another key")
-            train_k, opt_state = jax.tree.unflatten(
-                jax.tree.structure((train_k, opt_state)), leaves
+            # padded runs repeat the last row, so they equal its run exactly
+            leaves = [jnp.concatenate([x, jnp.repeat(x[-1:], K_pad - K, axis=0)]) for x in leaves]
+            train_k, opt_state = jax.device_put(
+                jax.tree.unflatten(jax.tree.structure((train_k, opt_state)), leaves), split
             )
             start = latest
 
     def evaluate_now() -> np.ndarray:
-        out = _eval_runs(train_k, frozen, masks, eval_repl, eval_tok, metric_obj, graphdef=graphdef)
-        return np.asarray(out)
+        out = _eval_runs(train_k, frozen, masks, eval_repl, eval_tok, metric_dev, graphdef=graphdef)
+        return np.asarray(out)[:K]
 
     if start == 0:
         curves[:, 0] = evaluate_now()
@@ -521,7 +542,10 @@ def recover(
             if stop in curve_steps:
                 curves[:, int(np.searchsorted(curve_steps, stop))] = evaluate_now()
             if store is not None and (stop % checkpoint_every == 0 or stop == steps):
-                store.save(stop, jax.tree.leaves((train_k, opt_state)), _key_data(key), curves)
+                leaves = [
+                    jnp.asarray(np.asarray(x)[:K]) for x in jax.tree.leaves((train_k, opt_state))
+                ]
+                store.save(stop, leaves, _key_data(key), curves)
             if bar is not None:
                 bar.update(stop - start)
             start = stop
@@ -545,7 +569,7 @@ def recover(
     params = None
     if return_params:
         frozen_k = jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (K, *x.shape)), frozen)
-        params = nnx.merge_state(jax.tree.map(np.asarray, train_k), frozen_k)
+        params = nnx.merge_state(jax.tree.map(lambda x: np.asarray(x)[:K], train_k), frozen_k)
     return RecoveryResult(
         steps=curve_steps,
         metric=curves,
@@ -557,6 +581,12 @@ def recover(
         params=params,
         graphdef=nnx.split(model)[0] if return_params else None,
     )
+
+
+def runs_mesh(n_runs: int) -> Mesh:
+    """A 1-D mesh (axis ``"runs"``) over up to ``n_runs`` local devices."""
+    devices = jax.local_devices()[: max(1, min(n_runs, len(jax.local_devices())))]
+    return Mesh(np.array(devices), (RUNS_AXIS,))
 
 
 def _key_data(key: jax.Array) -> jax.Array:

@@ -3,9 +3,11 @@ checkpoints resume exactly, one compilation, memory refusal; and the recovery pl
 
 import functools
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -352,3 +354,46 @@ def test_recovery_plot():
     assert fig2 is fig
     with pytest.raises(ValueError, match="one label per configuration"):
         recovery_curves(result, names=["a"])
+
+
+def test_runs_sharded_over_devices_equal_one_device_and_resume_across(setup, tmp_path):
+    """K = 3 runs on 2 CPU devices (padded to 4) == one device; a checkpoint written on 2
+    devices resumes on 1 to the same curves."""
+    model, _, train, ev = setup
+    ja.save_model(model, str(tmp_path / "model"))
+    np.savez(tmp_path / "data.npz", rows=ROWS, train=train, eval=ev)
+    script = textwrap.dedent(
+        f"""
+        import jax, numpy as np, optax
+        import jaxablate as ja
+        from jaxablate.recovery import recover
+        assert len(jax.devices()) == 2, jax.devices()
+        model = ja.load_model({str(tmp_path / "model")!r})
+        data = np.load({str(tmp_path / "data.npz")!r})
+        comps = ja.heads(model.config) + ja.blocks(model.config, "mlp")
+        out = recover(model, comps, data["rows"], data["train"], eval_tokens=data["eval"],
+                      steps=6, eval_every=3, batch_size={BATCH}, key=jax.random.key(7),
+                      progress=False, return_params=True,
+                      checkpoint_dir={str(tmp_path / "ckpt")!r})
+        np.savez({str(tmp_path / "out.npz")!r}, metric=out.metric,
+                 w_in=np.asarray(out.params["mlp"]["W_in"].value))
+        """
+    )
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu"
+    )
+    subprocess.run([sys.executable, "-c", script], env=env, check=True)
+    sharded = np.load(tmp_path / "out.npz")
+    one = _run(setup, return_params=True)
+    assert len(jax.devices()) == 1
+    np.testing.assert_allclose(sharded["metric"], one.metric, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        sharded["w_in"], np.asarray(one.params["mlp"]["W_in"].value), rtol=1e-5, atol=1e-6
+    )
+    # drop the final checkpoint: resuming from step 3 on one device gives the same curves
+    shutil.rmtree(tmp_path / "ckpt" / "6")
+    resumed = _run(setup, checkpoint_dir=str(tmp_path / "ckpt"))
+    np.testing.assert_allclose(resumed.metric, one.metric, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="mesh must be 1-D"):
+        mesh = jax.sharding.Mesh(np.array(jax.devices()).reshape(1, 1), ("a", "b"))
+        _run(setup, mesh=mesh)
