@@ -7,6 +7,10 @@ compiled step as ``recover``'s, with K = 1 and one step per call). Compilation i
 warm-up call of each shape), then steady state; the figure of merit is training steps per second
 summed over runs (run-steps/s).
 
+``--host-devices 2`` splits the CPU into 2 XLA devices (``--xla_force_host_platform_device_count``):
+the vmapped side then spreads its K runs over both cores, which a single run's tiny ops cannot
+use; the loop's single runs stay on one device.
+
 ``--grid`` adds a sweep over model width and batch shape (one repetition each, no naive side):
 how the gain of vmapping depends on how much of a single run's step is per-op overhead.
 
@@ -22,14 +26,31 @@ import platform
 import sys
 import time
 
-import flax
-import jax
-import numpy as np
-import optax
-from flax import nnx
 
-import jaxablate as ja
-from jaxablate.recovery import RecoveryResult, _init_runs, _train_steps, recover
+def _host_devices_from_argv() -> int:
+    """``--host-devices N`` must take effect before jax starts, so it is read here."""
+    for i, arg in enumerate(sys.argv):
+        if arg == "--host-devices" and i + 1 < len(sys.argv):
+            return int(sys.argv[i + 1])
+        if arg.startswith("--host-devices="):
+            return int(arg.split("=", 1)[1])
+    return 1
+
+
+if _host_devices_from_argv() > 1:
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "")
+        + f" --xla_force_host_platform_device_count={_host_devices_from_argv()}"
+    )
+
+import flax  # noqa: E402
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from flax import nnx  # noqa: E402
+
+import jaxablate as ja  # noqa: E402
+from jaxablate.recovery import RecoveryResult, _init_runs, _train_steps, recover  # noqa: E402
 
 
 def _python_loop(model, comps, rows, train, args, tx) -> None:
@@ -128,6 +149,12 @@ def main() -> int:
         help="also measure d_model 16/32/64 x batch 2x8/4x16/8x32 (d_head 8, d_mlp 2 d_model)",
     )
     parser.add_argument(
+        "--host-devices",
+        type=int,
+        default=1,
+        help="split the CPU into N XLA devices; the vmapped side spreads its runs over them",
+    )
+    parser.add_argument(
         "--out", default=os.path.join(os.path.dirname(__file__), "results", "recovery.json")
     )
     args = parser.parse_args()
@@ -155,6 +182,7 @@ def main() -> int:
         "benchmark": "recovery",
         "date": datetime.date.today().isoformat(),
         "device": str(jax.devices()[0].device_kind),
+        "n_devices": len(jax.devices()),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "versions": {

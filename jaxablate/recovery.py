@@ -500,7 +500,7 @@ def recover(
             eval_every=eval_every,
             batch_size=batch_size,
             key=ckpt.array_hash(key),
-            metric=[metric_obj.name, ckpt.array_hash(metric_obj.data)],
+            metric=[metric_obj.name, ckpt.array_hash(metric_obj.data), metric_obj.positions],
             ablation=[abl.kind, ckpt.array_hash(train_repl, eval_repl)],
             optimizer=ckpt.optimizer_fingerprint(tx),
             trainable=names,

@@ -84,7 +84,10 @@ def _ablation_entry(ablation: Ablation) -> dict[str, Any]:
 
 def _metric_entry(metric: Callable[..., jax.Array]) -> dict[str, Any]:
     m = as_metric(metric)
-    return {"name": m.name, "sha256": _tree_fingerprint(m.data)}
+    entry = {"name": m.name, "sha256": _tree_fingerprint(m.data)}
+    if m.positions is not None:
+        entry["positions"] = list(m.positions)
+    return entry
 
 
 def _versions() -> dict[str, str]:

@@ -358,3 +358,15 @@ def test_two_processes_with_jax_distributed(setup, tmp_path):
         np.testing.assert_allclose(np.float32(r["values"]), single, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(load_sweep(out)[0], single, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(single, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_position_metric_sweep_and_changed_position_is_refused(setup, tmp_path):
+    """A last-position metric sweeps to the loop's values; moving its position is refused."""
+    model, comps, tokens, _, _ = setup
+    last = ja.metrics.logit_diff(1, 2)
+    values, _ = run(setup, tmp_path / "s", metric=last)
+    expected = loop_values(model, comps, ja.subsets.all(len(comps)), tokens, metric=last)
+    np.testing.assert_allclose(values, expected, rtol=1e-5, atol=1e-5)
+    assert load_sweep(tmp_path / "s")[1]["metric"]["positions"] == [-1]
+    with pytest.raises(ValueError, match=r"different arguments(.|\n)*  metric: .* vs "):
+        run(setup, tmp_path / "s", metric=ja.metrics.logit_diff(1, 2, position=-2))
