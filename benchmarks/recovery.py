@@ -110,6 +110,9 @@ def measure(
     )
     seconds = {"vmapped": vmapped, "loop": loop}
     if python_loop:
+        # compile its step first (recover's own calls compiled it for sharded arguments)
+        _python_loop(model, comps, rows[:1], train, argparse.Namespace(
+            batch_size=batch_size, seq=seq, steps=1), tx)  # fmt: skip
         args = argparse.Namespace(batch_size=batch_size, seq=seq, steps=steps)
         seconds["python_step_loop"] = timed(
             lambda: _python_loop(model, comps, rows, train, args, tx)
