@@ -102,9 +102,9 @@ def choose(
     cap = cap // groups * groups
     full = _round_up(n_rows, groups)
     if chunk_size is None:
-        return min(full, cap)
+        return balanced(n_rows, min(full, cap), groups)
     if chunk_size == "auto":
-        return _probe(runner, rows, token_shape, min(full, cap))
+        return balanced(n_rows, _probe(runner, rows, token_shape, min(full, cap)), groups)
     if (
         isinstance(chunk_size, bool)
         or not isinstance(chunk_size, int | np.integer)
@@ -112,6 +112,14 @@ def choose(
     ):
         raise ValueError(f"chunk_size must be a positive int, 'auto' or None, got {chunk_size!r}")
     return min(_round_up(int(chunk_size), groups), full)
+
+
+def balanced(n_rows: int, chunk: int, groups: int) -> int:
+    """The smallest chunk (a multiple of ``groups``, at most ``chunk``) that needs no more
+    chunks than ``chunk`` does: 256 rows in chunks of at most 136 take two chunks of 128, not
+    two of 136 with 16 rows of padding."""
+    n_chunks = -(-n_rows // chunk)
+    return min(chunk, _round_up(-(-n_rows // n_chunks), groups))
 
 
 def _time_per_row(runner, rows: np.ndarray, size: int) -> float:
@@ -131,7 +139,14 @@ def _probe(runner, rows: np.ndarray, token_shape: tuple[int, int], limit: int) -
     """
     groups = runner.groups
     candidates = sorted({s * groups for s in PROBE_SIZES if s * groups < limit} | {limit})
-    key = (runner.graphdef, runner.comps, token_shape, runner.share_prefix, groups)
+    key = (
+        runner.graphdef,
+        runner.comps,
+        token_shape,
+        runner.share_prefix,
+        runner.positions,
+        groups,
+    )
     if key in _chosen:
         chunk, runner.inner = _chosen[key]
         return min(chunk, limit)

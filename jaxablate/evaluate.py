@@ -194,6 +194,7 @@ class _Runner:
         self.share_prefix = share_prefix
         self.inner: int | None = None  # rows vmapped together; None: the cache heuristic
         self.mesh = mesh
+        self.positions = metric.positions  # pruned evaluation: another cost per row
         self.groups = int(mesh.devices.size)
         graphdef, state = nnx.split(model)
         self.graphdef = graphdef

@@ -154,3 +154,16 @@ def test_sharded_over_four_cpu_devices_equals_one(tmp_path, model, tokens):
     assert len(jax.devices()) == 1
     np.testing.assert_allclose(out["sharded"], one, rtol=2e-5, atol=2e-5)
     np.testing.assert_allclose(out["naive_sharded"], one, rtol=2e-5, atol=2e-5)
+
+
+def test_balanced_chunks_pad_least_with_as_many_chunks():
+    """Against brute force: the smallest multiple of groups with no more chunks."""
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        groups = int(rng.choice([1, 2, 4]))
+        chunk = groups * int(rng.integers(1, 50))
+        n_rows = int(rng.integers(1, 400))
+        got = _chunking.balanced(n_rows, chunk, groups)
+        n_chunks = -(-n_rows // chunk)
+        best = min(c for c in range(groups, chunk + 1, groups) if -(-n_rows // c) <= n_chunks)
+        assert got == best, (n_rows, chunk, groups, got, best)
