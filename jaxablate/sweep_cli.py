@@ -26,6 +26,7 @@ ABLATIONS = ("zero", "mean", "resample")
 METRICS = ("loss", "accuracy", "kl")
 _KIND_SPEC = re.compile(r"^(heads|attn|mlp)(?::(\d+)(?:-(\d+))?)?$")
 _NAME_SPEC = re.compile(r"^L(\d+)(?:H(\d+)|\.(attn|mlp))$")
+_LOGIT_DIFF_SPEC = re.compile(r"logit_diff:(\d+):(\d+)(?::(-?\d+))?")
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -137,9 +138,26 @@ def _ablation(kind: str, model: Transformer, tokens: np.ndarray, ref: np.ndarray
     return ablation_lib.resample(model, ref)
 
 
+def _metric_spec(text: str) -> str:
+    if text in METRICS or _LOGIT_DIFF_SPEC.fullmatch(text):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"--metric must be one of {', '.join(METRICS)} or logit_diff:CORRECT:WRONG[:POSITION] "
+        f"(token ids; position default -1), got {text!r}"
+    )
+
+
 def _metric(name: str, model: Transformer, tokens: np.ndarray) -> Any:
     if name == "kl":
         return metrics_lib.kl_to_clean(model, tokens)
+    m = _LOGIT_DIFF_SPEC.fullmatch(name)
+    if m:
+        correct, wrong = int(m.group(1)), int(m.group(2))
+        vocab = model.config.vocab_size
+        if not (correct < vocab and wrong < vocab):
+            raise ValueError(f"--metric {name}: token ids must lie in [0, {vocab}) (vocab_size)")
+        position = int(m.group(3)) if m.group(3) is not None else -1
+        return metrics_lib.logit_diff(correct, wrong, position=position)
     return {"loss": metrics_lib.loss, "accuracy": metrics_lib.accuracy}[name]
 
 
@@ -178,7 +196,14 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     a("--components", default="heads", help="e.g. heads, heads:2-3, mlp, heads:0,mlp, L0H1")
     a("--ablation", choices=ABLATIONS, default="zero", help="replacement of removed components")
     a("--ref-tokens", help=".npy reference tokens (mean: averaged over; resample: sources)")
-    a("--metric", choices=METRICS, default="loss", help="kl: KL divergence from the clean model")
+    a(
+        "--metric",
+        type=_metric_spec,
+        default="loss",
+        help="loss, accuracy, kl (KL divergence from the clean model) or "
+        "logit_diff:CORRECT:WRONG[:POSITION] (logit of token CORRECT minus WRONG at POSITION, "
+        "default -1; evaluated at that position only)",
+    )
     a("--out", required=True, help="sweep directory (rerun the same command to resume)")
     a("--chunk-size", type=_chunk, default="auto", help="rows per on-disk chunk (default auto)")
     a("--eval-chunk-size", type=_chunk, default="auto", help="rows per compiled call")

@@ -155,6 +155,26 @@ def test_resample_kl_and_workers(setup, tmp_path, capsys):
     assert meta["metric"]["name"] == "kl_to_clean"
 
 
+def test_logit_diff_metric(setup, tmp_path, capsys):
+    model, tokens, _, root = setup
+    argv = ["sweep", "--model", str(root / "model"), "--tokens", str(root / "tokens.npy")]
+    argv += ["--components", "heads", "--no-progress"]
+    out = tmp_path / "s"
+    assert main([*argv, "--metric", "logit_diff:3:5:-2", "--out", str(out)]) == 0
+    values, meta = load_sweep(out)
+    metric = ja.metrics.logit_diff(3, 5, position=-2)
+    expected = loop_values(model, ja.heads(CFG), tokens, metric, None)
+    np.testing.assert_allclose(values, expected, rtol=1e-5, atol=1e-5)
+    assert meta["metric"] == {"name": "logit_diff", "sha256": meta["metric"]["sha256"],
+                              "positions": [-2]}  # fmt: skip
+    capsys.readouterr()
+    assert main([*argv, "--metric", "logit_diff:3:11", "--out", str(tmp_path / "t")]) == 2
+    assert "token ids must lie in [0, 11)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*argv, "--metric", "logit_diff:3", "--out", str(tmp_path / "u")])
+    assert "logit_diff:CORRECT:WRONG[:POSITION]" in capsys.readouterr().err
+
+
 def test_errors(setup, tmp_path, capsys):
     model, tokens, _, root = setup
     base = ["sweep", "--tokens", str(root / "tokens.npy"), "--out", str(tmp_path / "x")]
