@@ -135,13 +135,19 @@ def _log_softmax(logits: jax.Array) -> jax.Array:
     return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
 
 
+def token_cross_entropy(
+    logits: Float[Array, "batch n vocab"], targets: Int[Array, "batch n"]
+) -> Float[Array, "batch n"]:
+    """Cross-entropy (nats, float32) of each target token under the logits at its position."""
+    logp = _log_softmax(logits)
+    return -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+
+
 def loss(
     logits: Float[Array, "batch seq vocab"], tokens: Int[Array, "batch seq"]
 ) -> Float[Array, " batch"]:
     """Mean next-token cross-entropy of each example (nats; lower is better)."""
-    logp = _log_softmax(logits[:, :-1])
-    target = jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
-    return -target.mean(-1)
+    return token_cross_entropy(logits[:, :-1], tokens[:, 1:]).mean(-1)
 
 
 def accuracy(

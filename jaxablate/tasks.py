@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
+from jaxablate.metrics import token_cross_entropy
+
 BOS = 0
 """Token id of the beginning-of-sequence marker of the induction task."""
 
@@ -34,14 +36,6 @@ def _check_batch_size(batch_size: object) -> int:
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     return batch_size
-
-
-def _span_ce(
-    logits: Float[Array, "batch span vocab"], targets: Int[Array, "batch span"]
-) -> Float[Array, " batch"]:
-    """Mean cross-entropy of predicting ``targets`` from ``logits``, position by position."""
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    return -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0].mean(-1)
 
 
 @dataclass(frozen=True)
@@ -110,7 +104,7 @@ class PositionLoss(_PositionMetric):
         self, logits_at: Float[Array, "batch span vocab"], tokens: Int[Array, "batch seq"]
     ) -> Float[Array, " batch"]:
         """The metric from the logits of :attr:`positions` alone."""
-        return _span_ce(logits_at, self._targets(logits_at, tokens))
+        return token_cross_entropy(logits_at, self._targets(logits_at, tokens)).mean(-1)
 
 
 @dataclass(frozen=True)
@@ -181,8 +175,7 @@ def _seen_before(tokens: Int[Array, "batch seq"]) -> jax.Array:
 def _masked_ce(
     logits: Float[Array, "batch seq vocab"], tokens: Int[Array, "batch seq"], where: jax.Array
 ) -> Float[Array, " batch"]:
-    logp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)
-    ce = -jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
+    ce = token_cross_entropy(logits[:, :-1], tokens[:, 1:])
     w = where.astype(jnp.float32)
     return (ce * w).sum(-1) / jnp.maximum(w.sum(-1), 1.0)
 
