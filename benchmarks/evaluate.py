@@ -33,7 +33,6 @@ import numpy as np
 from flax import nnx
 
 import jaxablate as ja
-from jaxablate.evaluate import masked_forward
 
 MODELS = {
     "representative": dict(
@@ -93,7 +92,7 @@ def time_loop(model, comps, rows, tokens, metric) -> dict:
     def one(state, tokens, row):
         m = nnx.merge(graphdef, state)
         return metric(
-            masked_forward(m, comps, tokens, comps.masks_unchecked(row), repl), tokens
+            m.forward(tokens, comps.masks_unchecked(row), repl), tokens
         ).mean()
 
     tokens = jnp.asarray(tokens)

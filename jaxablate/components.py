@@ -15,57 +15,9 @@ import numpy as np
 from jaxtyping import Array, Bool, Float
 
 from jaxablate.models.config import ModelConfig
+from jaxablate.models.inputs import Masks as Masks
 
 Kind = Literal["head", "attn", "mlp"]
-
-
-@jax.tree_util.register_dataclass
-@dataclass(frozen=True)
-class Masks:
-    """Mask values of every maskable component (1 = kept, 0 = replaced).
-
-    Leaves may carry leading axes (e.g. a mask axis ``n_masks``) in front of the shapes below;
-    the model itself takes masks without them, and ``jax.vmap`` maps over them.
-
-    Attributes:
-        heads: One value per attention head, ``[..., layer, head]``.
-        attn: One value per attention block, ``[..., layer]``.
-        mlp: One value per MLP block, ``[..., layer]`` (unused by attention-only models).
-    """
-
-    heads: Float[Array, "*n_masks layer head"]
-    attn: Float[Array, "*n_masks layer"]
-    mlp: Float[Array, "*n_masks layer"]
-
-    @classmethod
-    def ones(cls, cfg: ModelConfig, lead: tuple[int, ...] = ()) -> "Masks":
-        """All components kept."""
-        return cls(
-            heads=jnp.ones((*lead, cfg.n_layers, cfg.n_heads), jnp.float32),
-            attn=jnp.ones((*lead, cfg.n_layers), jnp.float32),
-            mlp=jnp.ones((*lead, cfg.n_layers), jnp.float32),
-        )
-
-    @property
-    def lead(self) -> tuple[int, ...]:
-        """The leading (mask) axes in front of ``[layer, head]``."""
-        return tuple(self.heads.shape[:-2])
-
-    def check(self, cfg: ModelConfig, lead: tuple[int, ...] | None = None) -> None:
-        """Raise ``ValueError`` unless the leaves fit ``cfg`` (and ``lead``, when given)."""
-        lead = self.lead if lead is None else lead
-        want = {
-            "heads": (*lead, cfg.n_layers, cfg.n_heads),
-            "attn": (*lead, cfg.n_layers),
-            "mlp": (*lead, cfg.n_layers),
-        }
-        for name, shape in want.items():
-            got = tuple(getattr(self, name).shape)
-            if got != shape:
-                raise ValueError(
-                    f"Masks.{name} must have shape {shape}, got {got}"
-                    + (" (vmap over the leading mask axis)" if len(got) > len(shape) else "")
-                )
 
 
 @dataclass(frozen=True)
@@ -272,3 +224,12 @@ def blocks(
     if kind == "mlp" and cfg.attn_only:
         raise ValueError("this model is attention-only: it has no MLP blocks to mask")
     return Components(cfg, tuple(Component(kind, layer) for layer in _layers(cfg, layers)))
+
+
+def check_components(cfg: ModelConfig, comps: object) -> "Components":
+    """``comps`` if it is a :class:`Components` built for ``cfg``, else ``ValueError``."""
+    if not isinstance(comps, Components):
+        raise ValueError(f"comps must be ja.Components (ja.heads / ja.blocks), got {comps!r}")
+    if comps.config != cfg:
+        raise ValueError("comps were built for a different ModelConfig than the model's")
+    return comps

@@ -22,8 +22,8 @@ import jax
 import numpy as np
 
 from jaxablate import interactions, report, subsets
+from jaxablate._evaluate import evaluate
 from jaxablate.components import Components, blocks, heads
-from jaxablate.evaluate import evaluate
 from jaxablate.pretrained import RECIPES, list_pretrained, load_pretrained
 from jaxablate.tasks import Task
 

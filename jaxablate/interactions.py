@@ -514,7 +514,7 @@ class ShapiqGame:
 
         def value_fn(rows: np.ndarray) -> np.ndarray:
             # Lazy, and by module path: ``jaxablate.evaluate`` may also name the function.
-            evaluate_module = importlib.import_module("jaxablate.evaluate")
+            evaluate_module = importlib.import_module("jaxablate._evaluate")
             return evaluate_module.evaluate(
                 model, comps, rows, tokens, metric=metric, ablation=ablation, chunk_size=chunk_size
             )

@@ -44,11 +44,11 @@ import optax
 from flax import nnx
 from jaxtyping import Array, Float, Int
 
-from jaxablate.ablation import Ablation, zero
-from jaxablate.components import Components
-from jaxablate.evaluate import check_components, evaluate, masked_forward
+from jaxablate._evaluate import evaluate
+from jaxablate.components import Components, check_components
 from jaxablate.metrics import Metric, as_metric, kl_to_clean
-from jaxablate.models.transformer import Transformer, check_tokens
+from jaxablate.models.inputs import Ablation, check_tokens, zero
+from jaxablate.models.transformer import Transformer
 from jaxablate.optimal import (
     check_key,
     check_optimizer,
@@ -190,7 +190,7 @@ def _train(
         else:
             mask = jax.nn.sigmoid(row)
         size = _keep_prob(row, parametrization).mean()
-        logits = masked_forward(model, comps, tokens, comps.masks_unchecked(mask), replacement)
+        logits = model.forward(tokens, comps.masks_unchecked(mask), replacement)
         value = metric_mean(metric, logits, tokens)
         return value + penalty * size, (value, size)
 
@@ -295,7 +295,7 @@ def learn_masks(
     optimizer = check_optimizer(optimizer, DEFAULT_OPTIMIZER)
     if not math.isfinite(float(init_logit)):
         raise ValueError(f"init_logit must be a finite number, got {init_logit!r}")
-    check_components(model, comps)
+    check_components(model.config, comps)
     tokens = check_tokens(model.config, tokens)
     metric = kl_to_clean(model, tokens) if metric is None else as_metric(metric)
     ablation = zero() if ablation is None else ablation

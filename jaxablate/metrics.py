@@ -22,6 +22,8 @@ import numpy as np
 from flax import nnx
 from jaxtyping import Array, Float, Int
 
+from jaxablate.models.inputs import check_tokens
+
 
 @functools.partial(
     jax.tree_util.register_dataclass, data_fields=["data"], meta_fields=["fn", "name", "positions"]
@@ -205,8 +207,6 @@ def kl_to_clean(model: nnx.Module, tokens: Int[Array, "batch seq"]) -> Metric:
     ``KL(clean || ablated)`` per example, in nats (lower is better; 0 for the clean model).
     Evaluate it on the same ``tokens`` it was built from.
     """
-    from jaxablate.models.transformer import check_tokens
-
     tokens = check_tokens(model.config, tokens)
     graphdef, state = nnx.split(model)
     clean = _clean_logp(graphdef, state, tokens)

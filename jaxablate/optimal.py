@@ -19,12 +19,11 @@ import optax
 from flax import nnx
 from jaxtyping import Array, Int
 
-from jaxablate import ablation as _ablation
-from jaxablate.ablation import Ablation
-from jaxablate.components import Components
-from jaxablate.evaluate import check_components, masked_forward
+from jaxablate._replacements import mean as mean_ablation
+from jaxablate.components import Components, check_components
 from jaxablate.metrics import Metric, as_metric, loss, per_example
-from jaxablate.models.transformer import Transformer, check_tokens
+from jaxablate.models.inputs import Ablation, check_tokens
+from jaxablate.models.transformer import Transformer
 
 __all__ = [
     "DEFAULT_OPTIMIZER",
@@ -156,7 +155,7 @@ def _train(
         replacement = _replacement(params)
 
         def one(row: jax.Array) -> jax.Array:
-            logits = masked_forward(model, comps, tokens, comps.masks_unchecked(row), replacement)
+            logits = model.forward(tokens, comps.masks_unchecked(row), replacement)
             return metric_mean(metric, logits, tokens)
 
         return jax.vmap(one)(rows)
@@ -258,13 +257,13 @@ def optimal_ablation(
         and 0.0 < float(removal_prob) <= 1.0
     ):
         raise ValueError(f"removal_prob must be a number in (0, 1], got {removal_prob!r}")
-    check_components(model, comps)
+    check_components(model.config, comps)
     tokens = check_tokens(model.config, tokens)
     metric = loss if metric is None else metric
     metric = as_metric(metric)
 
     cfg = model.config
-    mean = _ablation.mean(model, tokens)
+    mean = mean_ablation(model, tokens)
     params0 = {
         "z": jnp.asarray(mean.z, jnp.float32)[:, 0, 0],
         "attn": jnp.asarray(mean.attn, jnp.float32)[:, 0, 0],

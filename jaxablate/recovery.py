@@ -37,11 +37,11 @@ from jaxtyping import Array, Bool, Float, Int
 
 from jaxablate import _chunking
 from jaxablate import _recovery_ckpt as ckpt
-from jaxablate.ablation import Ablation, zero
-from jaxablate.components import Components, Masks, check_rows
-from jaxablate.evaluate import check_components, evaluate
+from jaxablate._evaluate import evaluate
+from jaxablate.components import Components, check_components, check_rows
 from jaxablate.metrics import Metric, as_metric, loss, per_example
-from jaxablate.models.transformer import Transformer, check_tokens
+from jaxablate.models.inputs import Ablation, Masks, check_tokens, zero
+from jaxablate.models.transformer import Transformer
 from jaxablate.optimal import positive_int
 
 DEFAULT_OPTIMIZER = optax.adamw(1e-3)  # one object, so that default calls share compilations
@@ -395,7 +395,7 @@ def recover(
         ValueError: invalid arguments, a K whose estimated memory exceeds ``memory_budget``, or a
             checkpoint directory of another configuration.
     """
-    check_components(model, comps)
+    check_components(model.config, comps)
     cfg = model.config
     rows_arr = check_rows(rows, len(comps), binary=True)
     if rows_arr.ndim != 2:

@@ -17,10 +17,10 @@ import numpy as np
 
 from jaxablate import ablation as ablation_lib
 from jaxablate import metrics as metrics_lib
+from jaxablate._sweep import load_sweep, sweep
 from jaxablate.components import Component, Components, blocks, heads
 from jaxablate.models.config import ModelConfig
 from jaxablate.models.transformer import Transformer
-from jaxablate.sweep import load_sweep, sweep
 
 ABLATIONS = ("zero", "mean", "resample")
 METRICS = ("loss", "accuracy", "kl")

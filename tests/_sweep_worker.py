@@ -39,7 +39,7 @@ def main() -> None:
     import numpy as np
 
     import jaxablate as ja
-    from jaxablate.sweep import sweep
+    from jaxablate._sweep import sweep
 
     model = ja.load_model(args.model)
     tokens = np.load(args.tokens)

@@ -9,9 +9,9 @@ import pytest
 from flax import nnx
 
 import jaxablate as ja
-from jaxablate.attribution import attribution
+from jaxablate._attribution import attribution
 
-attribution_module = importlib.import_module("jaxablate.attribution")
+attribution_module = importlib.import_module("jaxablate._attribution")
 
 
 @pytest.fixture(scope="module")

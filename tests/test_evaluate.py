@@ -5,7 +5,7 @@ import pytest
 from flax import nnx
 
 import jaxablate as ja
-from jaxablate.evaluate import _naive_chunk, _tree_chunk
+from jaxablate._evaluate import _naive_chunk, _tree_chunk
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ import pytest
 from flax import nnx
 
 import jaxablate as ja
-from jaxablate.evaluate import _tree_chunk
+from jaxablate._evaluate import _tree_chunk
 from jaxablate.tasks import PositionAccuracy, PositionLoss
 
-evaluate_module = importlib.import_module("jaxablate.evaluate")
+evaluate_module = importlib.import_module("jaxablate._evaluate")
 
 SEQ = 10
 

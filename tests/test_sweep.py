@@ -18,10 +18,10 @@ import pytest
 from flax import nnx
 
 import jaxablate as ja
-from jaxablate.sweep import load_sweep, sweep, sweep_status
+from jaxablate._sweep import load_sweep, sweep, sweep_status
 
 # the module, not the function ``ja.sweep`` that shadows it as an attribute of the package
-sweep_mod = importlib.import_module("jaxablate.sweep")
+sweep_mod = importlib.import_module("jaxablate._sweep")
 
 WORKER = Path(__file__).with_name("_sweep_worker.py")
 CFG = ja.ModelConfig(

@@ -13,8 +13,8 @@ import pytest
 from flax import nnx
 
 import jaxablate as ja
+from jaxablate._sweep import load_sweep, sweep
 from jaxablate.cli import main
-from jaxablate.sweep import load_sweep, sweep
 from jaxablate.sweep_cli import parse_components, resolve_model
 
 CFG = ja.ModelConfig(

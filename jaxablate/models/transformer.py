@@ -8,7 +8,7 @@ that does not depend on the masks.
 
 Masks act as ``m * c + (1 - m) * r`` on each head's output ``z`` (before the output projection)
 and on each block's whole output (attention or MLP) before it joins the residual stream; ``r``
-comes from an :class:`~jaxablate.ablation.Ablation`.
+comes from an :class:`~jaxablate.models.inputs.Ablation`.
 """
 
 import math
@@ -20,9 +20,8 @@ import numpy as np
 from flax import nnx
 from jaxtyping import Array, Float, Int
 
-from jaxablate.ablation import Ablation, zero
-from jaxablate.components import Masks
 from jaxablate.models.config import ModelConfig
+from jaxablate.models.inputs import Ablation, Masks, check_tokens, zero
 
 _ACTIVATIONS = {
     "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
@@ -128,10 +127,26 @@ class Transformer(nnx.Module):
             self.W_U = nnx.Param(_normal(rngs, (D, cfg.vocab_size), cfg.init_std, dtype))
 
     # ----------------------------------------------------------------------------- stages
-    def embed(self, tokens: Int[Array, "batch seq"]) -> Float[Array, "batch seq d_model"]:
-        """Token plus position embedding: the residual stream entering layer 0."""
+    def embed(
+        self, tokens: Int[Array, "batch seq"], *, one_hot: bool = False
+    ) -> Float[Array, "batch seq d_model"]:
+        """Token plus position embedding: the residual stream entering layer 0.
+
+        Args:
+            tokens: Token ids.
+            one_hot: Embed with a one-hot matmul instead of a gather (same values: a one-hot
+                row picks its embedding exactly, in float32). Under ``vmap`` over parameter
+                copies the gather's gradient is a batched scatter, which XLA runs slowly on
+                CPU; training many runs side by side passes ``True`` for small vocabularies.
+        """
         seq = tokens.shape[-1]
-        return self.W_E[...][tokens] + self.W_pos[...][None, :seq]
+        w_e = self.W_E[...]
+        if one_hot:
+            hot = jax.nn.one_hot(tokens, self.config.vocab_size, dtype=w_e.dtype)
+            tok = jnp.einsum("bsv,vd->bsd", hot, w_e, precision=jax.lax.Precision.HIGHEST)
+        else:
+            tok = w_e[tokens]
+        return tok + self.W_pos[...][None, :seq]
 
     def attn_z(
         self,
@@ -198,6 +213,7 @@ class Transformer(nnx.Module):
         replacement: Ablation | None,
         z: Float[Array, "batch query head d_head"] | None = None,
         queries: np.ndarray | None = None,
+        record: list[tuple[jax.Array, jax.Array, jax.Array]] | None = None,
     ) -> Float[Array, "batch query d_model"]:
         """One block with its components masked.
 
@@ -211,24 +227,29 @@ class Transformer(nnx.Module):
                 (shared) already.
             queries: Static positions to compute the block's output at (its input at every
                 position still feeds attention); ``None``: every position.
+            record: A list to append the block's ``(z, attn, mlp)`` outputs to (after masking;
+                ``mlp`` is zeros for attention-only models).
         """
         if z is None:
             z = self.attn_z(layer, resid, queries)
         if queries is not None:
             resid = resid[:, queries]
-        if masks is None or replacement is None:
-            resid = resid + self.mix_heads(layer, z)
-            if self.mlp is not None:
-                resid = resid + self.mlp_out(layer, resid)
-            return resid
-        z = _blend(z, masks.heads[layer], _at(replacement.z[layer], queries))
-        attn = _blend(
-            self.mix_heads(layer, z), masks.attn[layer], _at(replacement.attn[layer], queries)
-        )
+        masked = masks is not None and replacement is not None
+        if masked:
+            z = _blend(z, masks.heads[layer], _at(replacement.z[layer], queries))
+        attn = self.mix_heads(layer, z)
+        if masked:
+            attn = _blend(attn, masks.attn[layer], _at(replacement.attn[layer], queries))
         resid = resid + attn
         if self.mlp is not None:
             mlp = self.mlp_out(layer, resid)
-            resid = resid + _blend(mlp, masks.mlp[layer], _at(replacement.mlp[layer], queries))
+            if masked:
+                mlp = _blend(mlp, masks.mlp[layer], _at(replacement.mlp[layer], queries))
+            resid = resid + mlp
+        else:
+            mlp = jnp.zeros_like(attn)
+        if record is not None:
+            record.append((z, attn, mlp))
         return resid
 
     # ----------------------------------------------------------------------------- forward
@@ -251,10 +272,40 @@ class Transformer(nnx.Module):
         """
         tokens = check_tokens(self.config, tokens)
         masks, replacement = self.prepare(tokens.shape, masks, ablation)
-        resid = self.embed(tokens)
+        return self.forward(tokens, masks, replacement)
+
+    def forward(
+        self,
+        tokens: Int[Array, "batch seq"],
+        masks: Masks | None,
+        replacement: Ablation | None,
+        *,
+        one_hot_embed: bool = False,
+    ) -> Float[Array, "batch seq vocab"]:
+        """Logits, with no checks: the one forward loop every caller shares.
+
+        Args:
+            tokens: Checked token ids (see :func:`~jaxablate.models.inputs.check_tokens`).
+            masks: Mask values without a leading mask axis; ``None`` runs unmasked.
+            replacement: Replacements already fitted to ``tokens`` (:meth:`Ablation.fit`).
+            one_hot_embed: See :meth:`embed`.
+        """
+        return self.unembed(self.residual(tokens, masks, replacement, one_hot_embed=one_hot_embed))
+
+    def residual(
+        self,
+        tokens: Int[Array, "batch seq"],
+        masks: Masks | None,
+        replacement: Ablation | None,
+        *,
+        one_hot_embed: bool = False,
+        record: list[tuple[jax.Array, jax.Array, jax.Array]] | None = None,
+    ) -> Float[Array, "batch seq d_model"]:
+        """The residual stream after the last block (the layer loop; see :meth:`forward`)."""
+        resid = self.embed(tokens, one_hot=one_hot_embed)
         for layer in range(self.config.n_layers):
-            resid = self.block(layer, resid, masks, replacement)
-        return self.unembed(resid)
+            resid = self.block(layer, resid, masks, replacement, record=record)
+        return resid
 
     def prepare(
         self, shape: tuple[int, ...], masks: Masks | None, ablation: Ablation | None
@@ -272,20 +323,9 @@ class Transformer(nnx.Module):
     def activations(self, tokens: Int[Array, "batch seq"]) -> Activations:
         """Clean (unmasked) activations of every component, for mean/resample ablation."""
         tokens = check_tokens(self.config, tokens)
-        resid = self.embed(tokens)
-        zs, attns, mlps = [], [], []
-        for layer in range(self.config.n_layers):
-            z = self.attn_z(layer, resid)
-            attn = self.mix_heads(layer, z)
-            resid = resid + attn
-            if self.mlp is not None:
-                mlp = self.mlp_out(layer, resid)
-                resid = resid + mlp
-            else:
-                mlp = jnp.zeros_like(attn)
-            zs.append(z)
-            attns.append(attn)
-            mlps.append(mlp)
+        record: list[tuple[jax.Array, jax.Array, jax.Array]] = []
+        self.residual(tokens, None, None, record=record)
+        zs, attns, mlps = zip(*record, strict=True)
         return Activations(jnp.stack(zs), jnp.stack(attns), jnp.stack(mlps))
 
 
@@ -299,36 +339,3 @@ def _blend(c: jax.Array, m: jax.Array, r: jax.Array) -> jax.Array:
     m = m.reshape((1,) * (c.ndim - m.ndim - 1) + m.shape + (1,)).astype(jnp.float32)
     out = m * c.astype(jnp.float32) + (1.0 - m) * r.astype(jnp.float32)
     return out.astype(c.dtype)
-
-
-def check_tokens(cfg: ModelConfig, tokens: object) -> jax.Array:
-    """Validate a token batch against ``cfg`` and return it as an int32 array.
-
-    Range checks run only when the values are concrete (not under ``jax.jit``).
-
-    Raises:
-        ValueError: wrong rank or dtype, an empty batch, too long sequences or ids outside the
-            vocabulary.
-    """
-    if not isinstance(tokens, jax.core.Tracer):
-        tokens = np.asarray(tokens)
-    if tokens.ndim != 2:
-        raise ValueError(f"tokens must be 2-D [batch, seq], got shape {tuple(tokens.shape)}")
-    if not jnp.issubdtype(tokens.dtype, jnp.integer):
-        raise ValueError(f"tokens must have an integer dtype, got {tokens.dtype}")
-    batch, seq = tokens.shape
-    if batch == 0 or seq == 0:
-        raise ValueError(f"tokens must be non-empty, got shape {tuple(tokens.shape)}")
-    if seq > cfg.n_ctx:
-        raise ValueError(
-            f"sequences of {seq} tokens exceed the model's context n_ctx={cfg.n_ctx}; "
-            "truncate them or use a model with a longer context"
-        )
-    if isinstance(tokens, np.ndarray):
-        lo, hi = int(tokens.min()), int(tokens.max())
-        if lo < 0 or hi >= cfg.vocab_size:
-            raise ValueError(
-                f"token ids must lie in [0, {cfg.vocab_size}) (vocab_size), "
-                f"got values in [{lo}, {hi}]"
-            )
-    return jnp.asarray(tokens, jnp.int32)

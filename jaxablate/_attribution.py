@@ -23,11 +23,10 @@ import numpy as np
 from flax import nnx
 from jaxtyping import Array, Float, Int
 
-from jaxablate.ablation import Ablation, zero
-from jaxablate.components import Components
-from jaxablate.evaluate import check_components, masked_forward
+from jaxablate.components import Components, check_components
 from jaxablate.metrics import Metric, as_metric, loss
-from jaxablate.models.transformer import Transformer, check_tokens
+from jaxablate.models.inputs import Ablation, check_tokens, zero
+from jaxablate.models.transformer import Transformer
 from jaxablate.optimal import metric_mean
 
 __all__ = ["attribution"]
@@ -47,7 +46,7 @@ def _mask_grad(
     model = nnx.merge(graphdef, state)
 
     def value(rows: jax.Array) -> jax.Array:
-        logits = masked_forward(model, comps, tokens, comps.masks_unchecked(rows), replacement)
+        logits = model.forward(tokens, comps.masks_unchecked(rows), replacement)
         return metric_mean(metric, logits, tokens)
 
     return jax.value_and_grad(value)(jnp.ones((len(comps),), jnp.float32))
@@ -82,7 +81,7 @@ def attribution(
     Raises:
         ValueError: components, tokens or ablation that do not fit the model.
     """
-    check_components(model, comps)
+    check_components(model.config, comps)
     tokens = check_tokens(model.config, tokens)
     replacement = (zero() if ablation is None else ablation).fit(
         model.config, batch=tokens.shape[0], seq=tokens.shape[1]

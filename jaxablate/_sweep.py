@@ -37,15 +37,15 @@ import numpy as np
 from jaxtyping import Array, Bool, Int
 
 from jaxablate import subsets
+from jaxablate._evaluate import evaluate
 from jaxablate._fingerprint import hash_arrays
-from jaxablate.ablation import Ablation, zero
-from jaxablate.components import Components, check_rows
-from jaxablate.evaluate import check_components, evaluate
+from jaxablate.components import Components, check_components, check_rows
 from jaxablate.metrics import as_metric, loss
+from jaxablate.models.inputs import Ablation, check_tokens, zero
 from jaxablate.models.io import model_arrays
-from jaxablate.models.transformer import Transformer, check_tokens
+from jaxablate.models.transformer import Transformer
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("jaxablate.sweep")
 
 FORMAT = "jaxablate-sweep"
 FORMAT_VERSION = 1
@@ -421,7 +421,7 @@ def sweep(
         ValueError: invalid arguments, or ``out`` holds a sweep of different arguments.
         TimeoutError: other workers did not finish within ``timeout``.
     """
-    check_components(model, comps)
+    check_components(model.config, comps)
     tokens = check_tokens(model.config, tokens)
     n = len(comps)
     explicit, n_rows, rows_entry = _resolve_rows(rows, n)

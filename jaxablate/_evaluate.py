@@ -25,26 +25,12 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, Bool, Float, Int
 
 from jaxablate import _chunking, _prefix
-from jaxablate.ablation import Ablation, zero
-from jaxablate.components import Components, Masks, check_rows
+from jaxablate.components import Components, check_components, check_rows
 from jaxablate.metrics import Metric, as_metric, loss, per_example
-from jaxablate.models.transformer import Transformer, check_tokens
+from jaxablate.models.inputs import Ablation, Masks, check_tokens, zero
+from jaxablate.models.transformer import Transformer
 
 MESH_AXIS = "masks"
-
-
-def masked_forward(
-    model: Transformer,
-    comps: Components,
-    tokens: Int[Array, "batch seq"],
-    masks: Masks,
-    replacement: Ablation,
-) -> Float[Array, "batch seq vocab"]:
-    """Logits with ``masks`` (no mask axis); ``replacement`` already fitted to ``tokens``."""
-    resid = model.embed(tokens)
-    for layer in range(model.config.n_layers):
-        resid = model.block(layer, resid, masks, replacement)
-    return model.unembed(resid)
 
 
 def _naive_group(
@@ -61,7 +47,7 @@ def _naive_group(
     per_row_tokens = jnp.broadcast_to(tokens, (rows.shape[0], *tokens.shape))
 
     def one(m: Masks, t: jax.Array) -> jax.Array:
-        return per_example(metric, masked_forward(model, comps, t, m, replacement), t)
+        return per_example(metric, model.forward(t, m, replacement), t)
 
     return jax.lax.map(lambda a: one(*a), (masks, per_row_tokens), batch_size=inner)
 
@@ -164,14 +150,6 @@ def _tree_chunk(
         return _tree_group(model, comps, tokens, p, r, replacement, metric, inner)
 
     return jax.vmap(group)(parents, reps)
-
-
-def check_components(model: Transformer, comps: Components) -> None:
-    """Raise unless ``comps`` were built for ``model``'s config."""
-    if not isinstance(comps, Components):
-        raise ValueError(f"comps must be ja.Components (ja.heads / ja.blocks), got {comps!r}")
-    if comps.config != model.config:
-        raise ValueError("comps were built for a different ModelConfig than the model's")
 
 
 def default_mesh() -> Mesh:
@@ -298,7 +276,7 @@ def evaluate(
     Returns:
         float32 numpy array ``[M]`` (or ``[M, batch]``).
     """
-    check_components(model, comps)
+    check_components(model.config, comps)
     tokens = check_tokens(model.config, tokens)
     rows_arr = check_rows(rows, len(comps), binary=True)
     if rows_arr.ndim != 2:

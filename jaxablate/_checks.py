@@ -1,0 +1,106 @@
+"""Input checks shared by the whole package, and its size limits (one per concept).
+
+Every public function validates its arguments with these helpers, so a bad input gets the same
+clear message wherever it enters: what was expected, and what was given. This module imports
+nothing from the package (it is on the ground floor).
+"""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+
+#: Largest ``n`` for which a ``bool [2^n, n]`` array of rows is materialised in memory
+#: (``subsets.all``, ``k_subsets``): 2^24 x 24 bytes = 384 MiB.
+MAX_ROWS_PLAYERS = 24
+#: Largest ``n`` accepted by the interaction transforms over a table of ``2^n`` values: a
+#: float32 table over 26 players is 256 MiB and a transform keeps a few such buffers alive.
+MAX_TABLE_PLAYERS = 26
+#: Largest ``n`` for an exhaustive sweep (rows are streamed, never materialised; the returned
+#: table of 2^30 float32 values is 4 GiB).
+MAX_SWEEP_PLAYERS = 30
+
+
+def positive_int(name: str, value: object) -> int:
+    """``value`` as a positive int, else ``ValueError`` naming ``name``."""
+    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def non_negative_int(name: str, value: object) -> int:
+    """``value`` as an int ``>= 0``, else ``ValueError`` naming ``name``."""
+    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+    return int(value)
+
+
+def check_key(key: object, name: str = "key") -> jax.Array:
+    """``key`` if it is one ``jax.random`` key (typed, or a raw ``uint32 [2]``), else
+    ``ValueError`` naming ``name``."""
+    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if key.shape == ():
+            return key
+    elif isinstance(key, jax.Array | np.ndarray) and key.shape == (2,) and key.dtype == np.uint32:
+        return jnp.asarray(key)
+    raise ValueError(
+        f"{name} must be a single jax.random key (jax.random.key(0) or jax.random.PRNGKey(0)), "
+        f"got {key!r}"
+    )
+
+
+def rows_2d(rows: np.ndarray | jax.Array, n: int, what: str = "rows") -> None:
+    """Raise ``ValueError`` unless ``rows`` is 2-D ``[M, n]`` (one row per subset)."""
+    if rows.ndim != 2:
+        raise ValueError(f"{what} must be 2-D [n_masks, {n}], got shape {tuple(rows.shape)}")
+
+
+def one_axis_mesh(mesh: object, purpose: str) -> Mesh:
+    """``mesh`` if it is a 1-D ``jax.sharding.Mesh``, else ``ValueError``.
+
+    Args:
+        mesh: The caller's mesh.
+        purpose: What its one axis splits (``"masks"``, ``"runs"``), for the message.
+    """
+    if not isinstance(mesh, Mesh):
+        raise ValueError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
+    if len(mesh.axis_names) != 1:
+        raise ValueError(
+            f"mesh must be 1-D (one axis for the {purpose}), got axes {mesh.axis_names}"
+        )
+    return mesh
+
+
+def local_mesh(axis: str, limit: int | None = None) -> Mesh:
+    """A 1-D mesh named ``axis`` over the local devices (the first ``limit`` of them)."""
+    devices = jax.local_devices()
+    if limit is not None:
+        devices = devices[: max(1, min(int(limit), len(devices)))]
+    return Mesh(np.array(devices), (axis,))
+
+
+def check_optimizer(optimizer: object, default: Any) -> Any:
+    """``optimizer`` (or ``default`` for ``None``) if it is a hashable optax transformation."""
+    if optimizer is None:
+        return default
+    if not (
+        callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))
+    ):
+        raise ValueError(
+            f"optimizer must be an optax.GradientTransformation (e.g. optax.adam(0.1)), "
+            f"got {optimizer!r}"
+        )
+    try:
+        hash(optimizer)
+    except TypeError:
+        raise ValueError("optimizer must be hashable (a plain optax transformation)") from None
+    return optimizer
+
+
+def one_of(name: str, value: object, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``choices``, else ``ValueError`` listing them."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+    return value

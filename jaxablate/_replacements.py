@@ -1,0 +1,79 @@
+"""Replacements taken from the clean model's activations: mean and resample ablation.
+
+(Zero ablation needs no model: :func:`jaxablate.models.inputs.zero`. The public face of all
+builders is :mod:`jaxablate.ablation`.)
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jaxtyping import Array, Int
+
+from jaxablate._checks import positive_int
+from jaxablate.models.inputs import Ablation, check_tokens
+from jaxablate.models.transformer import Transformer
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _activations(graphdef: nnx.GraphDef, state: nnx.State, tokens: jax.Array):
+    return nnx.merge(graphdef, state).activations(tokens)
+
+
+def _reference_tokens(model: Transformer, tokens: object, what: str) -> jax.Array:
+    try:
+        return check_tokens(model.config, tokens)
+    except ValueError as err:
+        raise ValueError(f"{what}: {err}") from None
+
+
+def mean(
+    model: Transformer,
+    ref_tokens: Int[Array, "batch seq"],
+    *,
+    per_position: bool = False,
+    batch_size: int = 64,
+) -> Ablation:
+    """Replace removed components by their mean output over a reference set (mean ablation).
+
+    Args:
+        model: The clean model whose activations are averaged.
+        ref_tokens: Reference sequences.
+        per_position: Average over examples only, keeping one mean per position (usable for
+            tokens no longer than ``ref_tokens``); else also over positions.
+        batch_size: Reference sequences per forward pass (bounds memory).
+
+    Returns:
+        An :class:`Ablation` of kind ``"mean"``.
+    """
+    tokens = _reference_tokens(model, ref_tokens, "mean ablation reference tokens")
+    batch_size = positive_int("batch_size", batch_size)
+    graphdef, state = nnx.split(model)
+    axes = (1,) if per_position else (1, 2)
+    sums = None
+    for start in range(0, tokens.shape[0], batch_size):
+        acts = _activations(graphdef, state, tokens[start : start + batch_size])
+        part = [np.asarray(a, np.float64).sum(axis=axes, keepdims=True) for a in acts]
+        sums = part if sums is None else [s + p for s, p in zip(sums, part, strict=True)]
+    count = tokens.shape[0] * (1 if per_position else tokens.shape[1])
+    dtype = jnp.dtype(model.config.dtype)
+    z, attn, mlp = (jnp.asarray(s / count, dtype) for s in sums)
+    if model.config.attn_only:
+        mlp = None
+    return Ablation(z=z, attn=attn, mlp=mlp, kind="mean", prefix_positions=per_position)
+
+
+def resample(model: Transformer, source_tokens: Int[Array, "batch seq"]) -> Ablation:
+    """Replace each removed component by its clean activation on a paired source input.
+
+    Example ``i`` of the evaluated tokens takes the activations of ``source_tokens[i]``
+    (resample / interchange ablation), so ``source_tokens`` must have the evaluated tokens'
+    shape. Shuffle or draw the sources yourself to choose the pairing.
+    """
+    tokens = _reference_tokens(model, source_tokens, "resample ablation source tokens")
+    graphdef, state = nnx.split(model)
+    acts = _activations(graphdef, state, tokens)
+    mlp = None if model.config.attn_only else acts.mlp
+    return Ablation(z=acts.z, attn=acts.attn, mlp=mlp, kind="resample")
