@@ -10,6 +10,7 @@ from jaxablate import metrics as metrics
 from jaxablate import subsets as subsets
 from jaxablate._attribution import attribution as attribution
 from jaxablate._evaluate import evaluate as evaluate
+from jaxablate._evaluate import evaluate_per_example as evaluate_per_example
 from jaxablate._sweep import load_sweep as load_sweep
 from jaxablate._sweep import sweep as sweep
 from jaxablate._sweep import sweep_status as sweep_status
@@ -25,9 +26,9 @@ from jaxablate.models.inputs import Ablation as Ablation
 from jaxablate.models.inputs import Masks as Masks
 from jaxablate.models.io import load_model as load_model
 from jaxablate.models.io import save_model as save_model
+from jaxablate.models.pretrained import list_pretrained as list_pretrained
+from jaxablate.models.pretrained import load_pretrained as load_pretrained
 from jaxablate.models.transformer import Transformer as Transformer
-from jaxablate.pretrained import list_pretrained as list_pretrained
-from jaxablate.pretrained import load_pretrained as load_pretrained
 from jaxablate.recovery import RecoveryResult as RecoveryResult
 from jaxablate.recovery import recover as recover
 

@@ -23,6 +23,11 @@ MAX_TABLE_PLAYERS = 26
 MAX_SWEEP_PLAYERS = 30
 
 
+def is_tracer(value: object) -> bool:
+    """Whether ``value`` is an abstract value under a jax transformation (no concrete data)."""
+    return isinstance(value, jax.core.Tracer)  # pyright: ignore[reportAttributeAccessIssue]
+
+
 def positive_int(name: str, value: object) -> int:
     """``value`` as a positive int, else ``ValueError`` naming ``name``."""
     if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:

@@ -7,10 +7,13 @@ keeps the fastest per row (on a CPU, chunks that fit the cache win; on a GPU, la
 
 import os
 import time
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import jax
 import numpy as np
 
+from jaxablate._checks import positive_int
 from jaxablate.models.config import ModelConfig
 
 #: Upper bound of the default memory budget, in bytes.
@@ -21,7 +24,46 @@ PROBE_SIZES = (4, 16, 64, 256, 1024, 4096, 16384)
 #: Working set (bytes) a CPU keeps in cache: rows are vmapped in batches of about this size.
 CPU_CACHE_BYTES = 8 * 2**20
 
-_chosen: dict[tuple, int] = {}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How an evaluation runs its rows: the value :func:`choose` returns.
+
+    Attributes:
+        chunk: Rows per compiled call (a multiple of the device groups).
+        inner: Rows vmapped together inside a chunk (a ``lax.map`` loop runs the rest);
+            ``None``: the cache rule of :func:`inner_width`.
+    """
+
+    chunk: int
+    inner: int | None = None
+
+
+class Runner(Protocol):
+    """What the probe needs of the evaluator's runner."""
+
+    groups: int
+
+    def prepare(self, rows: np.ndarray, plan: Plan) -> Any: ...
+
+    def run_chunk(self, prep: Any, index: int) -> jax.Array: ...
+
+
+#: Plans found by the timed probe, by what they depend on (model graph, components, token shape,
+#: prefix sharing, metric positions, device groups), so later calls in a process skip the probe.
+_probed: dict[tuple[object, ...], Plan] = {}
+
+
+def forget_probed_plans() -> int:
+    """Forget the plans the probe remembered (the next ``"auto"`` call probes again).
+
+    Returns:
+        How many plans were forgotten.
+    """
+    count = len(_probed)
+    _probed.clear()
+    return count
 
 
 def inner_width(cfg: ModelConfig, token_shape: tuple[int, ...], group: int) -> int:
@@ -71,15 +113,26 @@ def _round_up(value: int, multiple: int) -> int:
 
 
 def choose(
-    runner,
+    runner: Runner,
     rows: np.ndarray,
     cfg: ModelConfig,
     token_shape: tuple[int, int],
     *,
     chunk_size: int | str | None,
     budget: int | None,
-) -> int:
-    """The chunk size (rows per compiled call, a multiple of the device groups).
+    probe_key: tuple[object, ...],
+) -> Plan:
+    """The plan of an evaluation: chunk size (a multiple of the device groups) and inner width.
+
+    Args:
+        runner: The compiled evaluator (timed by the ``"auto"`` probe).
+        rows: The rows to evaluate.
+        cfg: The model's config.
+        token_shape: ``(batch, seq)``.
+        chunk_size: ``None``, ``"auto"`` or a positive int (see :func:`jaxablate.evaluate`).
+        budget: Bytes a chunk's activations may take (``None``: :func:`default_budget`).
+        probe_key: What an ``"auto"`` plan depends on besides the rows; plans are remembered
+            under it for later calls.
 
     Raises:
         ValueError: a bad ``chunk_size`` or ``memory_budget``, or a budget too small for even
@@ -89,7 +142,7 @@ def choose(
     n_rows = rows.shape[0]
     if budget is None:
         budget = default_budget()
-    elif not isinstance(budget, int | np.integer) or budget <= 0:
+    elif isinstance(budget, bool) or not isinstance(budget, int | np.integer) or budget <= 0:
         raise ValueError(f"memory_budget must be a positive number of bytes, got {budget!r}")
     per_row = bytes_per_row(cfg, *token_shape)
     cap = int(budget) // per_row
@@ -102,16 +155,19 @@ def choose(
     cap = cap // groups * groups
     full = _round_up(n_rows, groups)
     if chunk_size is None:
-        return balanced(n_rows, min(full, cap), groups)
+        return Plan(balanced(n_rows, min(full, cap), groups))
     if chunk_size == "auto":
-        return balanced(n_rows, _probe(runner, rows, token_shape, min(full, cap)), groups)
-    if (
-        isinstance(chunk_size, bool)
-        or not isinstance(chunk_size, int | np.integer)
-        or chunk_size < 1
-    ):
+        probed = _probe(runner, rows, cfg, token_shape, min(full, cap), probe_key)
+        return Plan(balanced(n_rows, probed.chunk, groups), probed.inner)
+    if isinstance(chunk_size, str):
         raise ValueError(f"chunk_size must be a positive int, 'auto' or None, got {chunk_size!r}")
-    return min(_round_up(int(chunk_size), groups), full)
+    try:
+        chunk = positive_int("chunk_size", chunk_size)
+    except ValueError:
+        raise ValueError(
+            f"chunk_size must be a positive int, 'auto' or None, got {chunk_size!r}"
+        ) from None
+    return Plan(min(_round_up(chunk, groups), full))
 
 
 def balanced(n_rows: int, chunk: int, groups: int) -> int:
@@ -122,53 +178,61 @@ def balanced(n_rows: int, chunk: int, groups: int) -> int:
     return min(chunk, _round_up(-(-n_rows // n_chunks), groups))
 
 
-def _time_per_row(runner, rows: np.ndarray, size: int) -> float:
-    prep = runner.prepare(rows[:size], size)
+def _time_per_row(runner: Runner, rows: np.ndarray, plan: Plan) -> float:
+    prep = runner.prepare(rows[: plan.chunk], plan)
     jax.block_until_ready(runner.run_chunk(prep, 0))  # compile
     start = time.perf_counter()
     jax.block_until_ready(runner.run_chunk(prep, 0))
-    return (time.perf_counter() - start) / size
+    return (time.perf_counter() - start) / plan.chunk
 
 
-def _probe(runner, rows: np.ndarray, token_shape: tuple[int, int], limit: int) -> int:
+def _probe(
+    runner: Runner,
+    rows: np.ndarray,
+    cfg: ModelConfig,
+    token_shape: tuple[int, int],
+    limit: int,
+    key: tuple[object, ...],
+) -> Plan:
     """Time a few chunk sizes on the first rows and keep the fastest per row.
 
     On a CPU, the rows vmapped together inside a chunk (see :func:`inner_width`) are then tuned
-    too: a quarter and four times the cache heuristic are timed against it. The choice is kept
-    on ``runner.inner`` and remembered with the chunk size for later calls.
+    too: a quarter and four times the cache heuristic are timed against it. The plan is
+    remembered under ``key`` for later calls.
     """
+    if key in _probed:
+        found = _probed[key]
+        return Plan(min(found.chunk, limit), found.inner)
+    best = _probe_chunk(runner, rows, limit)
+    inner = _probe_inner(runner, rows, cfg, token_shape, best)
+    _probed[key] = Plan(best, inner)
+    return _probed[key]
+
+
+def _probe_chunk(runner: Runner, rows: np.ndarray, limit: int) -> int:
     groups = runner.groups
     candidates = sorted({s * groups for s in PROBE_SIZES if s * groups < limit} | {limit})
-    key = (
-        runner.graphdef,
-        runner.comps,
-        token_shape,
-        runner.share_prefix,
-        runner.positions,
-        groups,
-    )
-    if key in _chosen:
-        chunk, runner.inner = _chosen[key]
-        return min(chunk, limit)
+    if len(candidates) == 1:
+        return limit
     best, best_time = candidates[0], float("inf")
-    for size in candidates if len(candidates) > 1 else []:
-        per_row = _time_per_row(runner, rows, size)
+    for size in candidates:
+        per_row = _time_per_row(runner, rows, Plan(size))
         if per_row < best_time:
             best, best_time = size, per_row
         elif per_row > 1.25 * best_time:
             break  # larger chunks only get slower from here
-    if len(candidates) == 1:
-        best = limit
-    inner = None
-    group = best // groups
-    heuristic = inner_width(runner.cfg, token_shape, group)
-    if jax.default_backend() == "cpu":
-        options = sorted({max(1, heuristic // 4), heuristic, min(group, heuristic * 4)})
-        timings = {}
-        for option in options if len(options) > 1 else []:
-            runner.inner = option
-            timings[option] = _time_per_row(runner, rows, best)
-        inner = min(timings, key=timings.get) if timings else None
-    runner.inner = inner
-    _chosen[key] = (best, inner)
     return best
+
+
+def _probe_inner(
+    runner: Runner, rows: np.ndarray, cfg: ModelConfig, token_shape: tuple[int, int], chunk: int
+) -> int | None:
+    if jax.default_backend() != "cpu":
+        return None
+    group = chunk // runner.groups
+    heuristic = inner_width(cfg, token_shape, group)
+    options = sorted({max(1, heuristic // 4), heuristic, min(group, heuristic * 4)})
+    if len(options) == 1:
+        return None
+    timings = {option: _time_per_row(runner, rows, Plan(chunk, option)) for option in options}
+    return min(timings, key=lambda option: timings[option])

@@ -15,7 +15,8 @@ sharded over a 1-D mesh, so the same code runs on one CPU or many accelerators.
 
 import functools
 from collections.abc import Callable
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +26,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, Bool, Float, Int
 
 from jaxablate import _chunking, _prefix
+from jaxablate._checks import local_mesh, one_axis_mesh, rows_2d
 from jaxablate.components import Components, check_components, check_rows
 from jaxablate.metrics import Metric, as_metric, loss, per_example
 from jaxablate.models.inputs import Ablation, Masks, check_tokens, zero
@@ -152,12 +154,7 @@ def _tree_chunk(
     return jax.vmap(group)(parents, reps)
 
 
-def default_mesh() -> Mesh:
-    """A 1-D mesh over all local devices, axis name ``"masks"``."""
-    return Mesh(np.array(jax.local_devices()), (MESH_AXIS,))
-
-
-def _put(tree: object, mesh: Mesh, sharded: bool) -> object:
+def _put(tree: Any, mesh: Mesh, sharded: bool) -> Any:
     spec = PartitionSpec(MESH_AXIS) if sharded else PartitionSpec()
     return jax.device_put(tree, NamedSharding(mesh, spec))
 
@@ -170,7 +167,6 @@ class _Runner:
         self.cfg = model.config
         self.token_shape = tuple(tokens.shape)
         self.share_prefix = share_prefix
-        self.inner: int | None = None  # rows vmapped together; None: the cache heuristic
         self.mesh = mesh
         self.positions = metric.positions  # pruned evaluation: another cost per row
         self.groups = int(mesh.devices.size)
@@ -178,8 +174,20 @@ class _Runner:
         self.graphdef = graphdef
         self.args = _put((state, tokens, replacement, metric), mesh, sharded=False)
 
-    def prepare(self, rows: np.ndarray, chunk: int) -> "_Prepared":
-        """Sort, pad and measure ``rows`` for chunks of ``chunk`` rows (a multiple of groups)."""
+    def probe_key(self) -> tuple[object, ...]:
+        """What a probed plan depends on besides the rows (see :func:`_chunking.choose`)."""
+        return (
+            self.graphdef,
+            self.comps,
+            self.token_shape,
+            self.share_prefix,
+            self.positions,
+            self.groups,
+        )
+
+    def prepare(self, rows: np.ndarray, plan: _chunking.Plan) -> "_Prepared":
+        """Sort, pad and measure ``rows`` for ``plan`` (chunks a multiple of the groups)."""
+        chunk = plan.chunk
         n_rows = rows.shape[0]
         n_chunks = -(-n_rows // chunk)
         padded = n_chunks * chunk
@@ -195,7 +203,7 @@ class _Runner:
             sizes = _prefix.padded_sizes(_prefix.node_counts(keys, group), self.comps, group)
         else:
             sizes = (group,)
-        inner = min(self.inner or _chunking.inner_width(self.cfg, self.token_shape, group), group)
+        inner = min(plan.inner or _chunking.inner_width(self.cfg, self.token_shape, group), group)
         return _Prepared(rows[take], keys, order, sizes, chunk, group, n_rows, inner)
 
     def run_chunk(self, prep: "_Prepared", index: int) -> jax.Array:
@@ -236,6 +244,92 @@ class _Prepared:
         return out
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """What one evaluation computed, and how.
+
+    Attributes:
+        per_example: The metric of every row on every example, ``[M, batch]``, in row order.
+        plan: The chunk plan it ran with.
+    """
+
+    per_example: Float[np.ndarray, "n_masks batch"]
+    plan: _chunking.Plan
+
+
+def run(
+    model: Transformer,
+    comps: Components,
+    rows: Bool[np.ndarray, "n_masks n_players"],
+    tokens: Int[Array, "batch seq"],
+    *,
+    metric: Callable[..., jax.Array] = loss,
+    ablation: Ablation | None = None,
+    chunk_size: int | Literal["auto"] | None = None,
+    share_prefix: bool = True,
+    mesh: Mesh | None = None,
+    memory_budget: int | None = None,
+) -> Evaluation:
+    """:func:`evaluate_per_example` with the plan it ran with (arguments as there)."""
+    check_components(model.config, comps)
+    tokens = check_tokens(model.config, tokens)
+    rows_arr = check_rows(rows, len(comps), binary=True)
+    rows_2d(rows_arr, len(comps))
+    replacement = (zero() if ablation is None else ablation).fit(
+        model.config, batch=tokens.shape[0], seq=tokens.shape[1]
+    )
+    metric_obj = as_metric(metric)
+    mesh = local_mesh(MESH_AXIS) if mesh is None else one_axis_mesh(mesh, "masks")
+    runner = _Runner(model, comps, tokens, replacement, metric_obj, share_prefix, mesh)
+    plan = _chunking.choose(
+        runner,
+        np.asarray(rows_arr),
+        model.config,
+        (int(tokens.shape[0]), int(tokens.shape[1])),
+        chunk_size=chunk_size,
+        budget=memory_budget,
+        probe_key=runner.probe_key(),
+    )
+    prep = runner.prepare(np.asarray(rows_arr), plan)
+    outputs = [runner.run_chunk(prep, i) for i in range(prep.n_chunks)]
+    values = prep.unsort(np.concatenate([np.asarray(o) for o in outputs], axis=0))
+    return Evaluation(per_example=values, plan=plan)
+
+
+def evaluate_per_example(
+    model: Transformer,
+    comps: Components,
+    rows: Bool[np.ndarray, "n_masks n_players"],
+    tokens: Int[Array, "batch seq"],
+    *,
+    metric: Callable[..., jax.Array] = loss,
+    ablation: Ablation | None = None,
+    chunk_size: int | Literal["auto"] | None = None,
+    share_prefix: bool = True,
+    mesh: Mesh | None = None,
+    memory_budget: int | None = None,
+) -> Float[np.ndarray, "n_masks batch"]:
+    """The metric of every example with each row's components kept and the rest ablated.
+
+    Arguments as in :func:`evaluate`, which returns the mean of this over the batch.
+
+    Returns:
+        float32 numpy array ``[M, batch]``.
+    """
+    return run(
+        model,
+        comps,
+        rows,
+        tokens,
+        metric=metric,
+        ablation=ablation,
+        chunk_size=chunk_size,
+        share_prefix=share_prefix,
+        mesh=mesh,
+        memory_budget=memory_budget,
+    ).per_example
+
+
 def evaluate(
     model: Transformer,
     comps: Components,
@@ -245,11 +339,10 @@ def evaluate(
     metric: Callable[..., jax.Array] = loss,
     ablation: Ablation | None = None,
     chunk_size: int | Literal["auto"] | None = None,
-    return_per_example: bool = False,
     share_prefix: bool = True,
     mesh: Mesh | None = None,
     memory_budget: int | None = None,
-) -> np.ndarray:
+) -> Float[np.ndarray, " n_masks"]:
     """The metric of the model with each row's components kept and the rest ablated.
 
     Each chunk of rows is one jitted program (``jax.vmap`` over the rows); the last chunk is
@@ -266,7 +359,6 @@ def evaluate(
             ``memory_budget``, else the largest chunk that does; ``"auto"``: the fastest of a few
             sizes that fit, found with a short timed probe (remembered for later calls).
             Rounded up to a multiple of the number of devices in ``mesh``.
-        return_per_example: Return ``[M, batch]`` instead of the batch mean ``[M]``.
         share_prefix: Compute work shared by rows once (see the module docstring); ``False``
             runs every row through the whole model (same numbers, for tests and benchmarks).
         mesh: Devices to split the mask axis over (a 1-D mesh); default: all local devices.
@@ -274,25 +366,17 @@ def evaluate(
             memory, or a quarter of host RAM on CPU, at most 8 GiB).
 
     Returns:
-        float32 numpy array ``[M]`` (or ``[M, batch]``).
+        float32 numpy array ``[M]``: the batch mean of :func:`evaluate_per_example`.
     """
-    check_components(model.config, comps)
-    tokens = check_tokens(model.config, tokens)
-    rows_arr = check_rows(rows, len(comps), binary=True)
-    if rows_arr.ndim != 2:
-        raise ValueError(f"rows must be 2-D [n_masks, {len(comps)}], got shape {rows_arr.shape}")
-    replacement = (zero() if ablation is None else ablation).fit(
-        model.config, batch=tokens.shape[0], seq=tokens.shape[1]
-    )
-    metric = as_metric(metric)
-    mesh = default_mesh() if mesh is None else mesh
-    if len(mesh.axis_names) != 1:
-        raise ValueError(f"mesh must be 1-D (one axis for the masks), got axes {mesh.axis_names}")
-    runner = _Runner(model, comps, tokens, replacement, metric, share_prefix, mesh)
-    chunk = _chunking.choose(
-        runner, rows_arr, model.config, tokens.shape, chunk_size=chunk_size, budget=memory_budget
-    )
-    prep = runner.prepare(rows_arr, chunk)
-    outputs = [runner.run_chunk(prep, i) for i in range(prep.n_chunks)]
-    per_example = prep.unsort(np.concatenate([np.asarray(o) for o in outputs], axis=0))
-    return per_example if return_per_example else per_example.mean(axis=1)
+    return evaluate_per_example(
+        model,
+        comps,
+        rows,
+        tokens,
+        metric=metric,
+        ablation=ablation,
+        chunk_size=chunk_size,
+        share_prefix=share_prefix,
+        mesh=mesh,
+        memory_budget=memory_budget,
+    ).mean(axis=1)

@@ -52,11 +52,11 @@ def mean(
     batch_size = positive_int("batch_size", batch_size)
     graphdef, state = nnx.split(model)
     axes = (1,) if per_position else (1, 2)
-    sums = None
+    sums: list[np.ndarray] = []
     for start in range(0, tokens.shape[0], batch_size):
         acts = _activations(graphdef, state, tokens[start : start + batch_size])
         part = [np.asarray(a, np.float64).sum(axis=axes, keepdims=True) for a in acts]
-        sums = part if sums is None else [s + p for s, p in zip(sums, part, strict=True)]
+        sums = part if not sums else [s + p for s, p in zip(sums, part, strict=True)]
     count = tokens.shape[0] * (1 if per_position else tokens.shape[1])
     dtype = jnp.dtype(model.config.dtype)
     z, attn, mlp = (jnp.asarray(s / count, dtype) for s in sums)

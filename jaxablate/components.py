@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float
 
+from jaxablate._checks import is_tracer
 from jaxablate.models.config import ModelConfig
 from jaxablate.models.inputs import Masks as Masks
 
@@ -108,8 +109,7 @@ class Components:
         Raises:
             ValueError: the last axis is not ``len(self)`` wide, or values fall outside ``[0, 1]``.
         """
-        rows = check_rows(rows, len(self), binary=False)
-        return self.masks_unchecked(rows)
+        return self.masks_unchecked(jnp.asarray(check_rows(rows, len(self), binary=False)))
 
     def masks_unchecked(self, rows: jax.Array) -> Masks:
         """:meth:`masks` without validation (for use inside ``jax.jit``)."""
@@ -145,7 +145,8 @@ def check_rows(rows: object, n: int, *, binary: bool) -> np.ndarray | jax.Array:
     Returns:
         The rows as a float32 array (numpy when the input was concrete).
     """
-    if isinstance(rows, jax.core.Tracer):
+    if is_tracer(rows):
+        assert isinstance(rows, jax.Array)
         if rows.ndim < 1 or rows.shape[-1] != n:
             raise ValueError(
                 f"rows must have shape [..., {n}] (one column per component), got {rows.shape}"

@@ -23,6 +23,7 @@ from flax import nnx
 from jaxtyping import Array, Float, Int
 
 from jaxablate.models.inputs import check_tokens
+from jaxablate.models.transformer import Transformer
 
 
 @functools.partial(
@@ -201,7 +202,7 @@ def _kl(logits: jax.Array, tokens: jax.Array, clean_logp: jax.Array) -> jax.Arra
     return kl.mean(-1)
 
 
-def kl_to_clean(model: nnx.Module, tokens: Int[Array, "batch seq"]) -> Metric:
+def kl_to_clean(model: Transformer, tokens: Int[Array, "batch seq"]) -> Metric:
     """KL divergence from the clean model's next-token distribution, mean over positions.
 
     ``KL(clean || ablated)`` per example, in nats (lower is better; 0 for the clean model).

@@ -1,4 +1,4 @@
-"""Batched evaluation against its slow twins: a Python loop, the unmasked model, one chunk."""
+"""Batched evaluation against independent references: a float64 numpy forward, a Python loop."""
 
 import numpy as np
 import pytest
@@ -6,6 +6,8 @@ from flax import nnx
 
 import jaxablate as ja
 from jaxablate._evaluate import _naive_chunk, _tree_chunk
+from tests._compile import compilations
+from tests._reference import reference_logits
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +24,7 @@ def setup():
 def test_batched_equals_python_loop(setup):
     model, comps, tokens = setup
     rows = ja.subsets.all(len(comps))
-    batched = ja.evaluate(model, comps, rows, tokens, return_per_example=True)
+    batched = ja.evaluate_per_example(model, comps, rows, tokens)
     assert batched.shape == (len(rows), 3)
     idx = np.random.default_rng(0).choice(len(rows), 12, replace=False)
     for i in idx:
@@ -33,15 +35,50 @@ def test_batched_equals_python_loop(setup):
     assert np.ptp(batched.mean(-1)) > 0.05  # the masks matter
 
 
-def test_mask_of_ones_equals_unmasked_model(setup):
+def test_forward_equals_float64_numpy_reference(setup):
     model, comps, tokens = setup
+    reference = reference_logits(model, tokens)
+    np.testing.assert_allclose(np.asarray(model(tokens)), reference, rtol=1e-4, atol=1e-4)
     ones = np.ones(len(comps), bool)
-    np.testing.assert_array_equal(
-        np.asarray(model(tokens, masks=comps.masks(ones))), np.asarray(model(tokens))
+    np.testing.assert_allclose(
+        np.asarray(model(tokens, masks=comps.masks(ones))), reference, rtol=1e-4, atol=1e-4
     )
     value = ja.evaluate(model, comps, ones[None], tokens)
-    expected = float(np.asarray(ja.metrics.loss(model(tokens), tokens)).mean())
-    np.testing.assert_allclose(value, [expected], rtol=1e-6)
+    logp = reference - np.log(np.exp(reference).sum(-1, keepdims=True))
+    nll = -np.take_along_axis(logp[:, :-1], tokens[:, 1:, None], -1)[..., 0].mean()
+    np.testing.assert_allclose(value, [nll], rtol=1e-5)
+
+
+def test_masked_forward_equals_float64_numpy_reference(setup):
+    model, comps, tokens = setup
+    cfg = model.config
+    rng = np.random.default_rng(4)
+    for _ in range(4):
+        row = rng.random(len(comps)) < 0.5
+        masks = comps.masks(row)
+        reference = reference_logits(
+            model,
+            tokens,
+            head_mask=np.asarray(masks.heads),
+            mlp_mask=np.asarray(masks.mlp),
+            attn_mask=np.asarray(masks.attn),
+        )
+        np.testing.assert_allclose(
+            np.asarray(model(tokens, masks=masks)), reference, rtol=1e-4, atol=1e-4
+        )
+    # a continuous mask scales the head's output z (zero ablation: m * z)
+    heads = np.full((cfg.n_layers, cfg.n_heads), 0.25)
+    continuous = ja.Masks(
+        heads=heads.astype(np.float32),
+        attn=np.ones(cfg.n_layers, np.float32),
+        mlp=np.ones(cfg.n_layers, np.float32),
+    )
+    np.testing.assert_allclose(
+        np.asarray(model(tokens, masks=continuous)),
+        reference_logits(model, tokens, head_mask=heads),
+        rtol=1e-4,
+        atol=1e-4,
+    )
 
 
 @pytest.mark.parametrize("chunk_size", [1, 5, 64])
@@ -60,12 +97,12 @@ def test_second_call_does_not_recompile(setup, share_prefix):
     rows = ja.subsets.all(len(comps))[::3]
     kwargs = dict(chunk_size=16, share_prefix=share_prefix)
     ja.evaluate(model, comps, rows, tokens, **kwargs)  # several chunks, the last one padded
-    before = jitted._cache_size()
+    before = compilations(jitted)
     other_tokens = (tokens + 1) % 29
     ja.evaluate(model, comps, rows, other_tokens, **kwargs)
     ja.evaluate(model, comps, rows[::-1], tokens, **kwargs)
     ja.evaluate(model, comps, rows, tokens, metric=ja.metrics.kl_to_clean(model, tokens), **kwargs)
-    after_kl = jitted._cache_size()
+    after_kl = compilations(jitted)
     ja.evaluate(
         model,
         comps,
@@ -74,7 +111,7 @@ def test_second_call_does_not_recompile(setup, share_prefix):
         metric=ja.metrics.kl_to_clean(model, other_tokens),
         **kwargs,
     )
-    assert jitted._cache_size() == after_kl == before + 1
+    assert compilations(jitted) == after_kl == before + 1
 
 
 def test_metrics_against_numpy(setup):

@@ -1,16 +1,13 @@
 """Metrics that read a few positions: the pruned evaluation against full forwards."""
 
-import importlib
-
 import numpy as np
 import pytest
 from flax import nnx
 
 import jaxablate as ja
+from jaxablate import _evaluate as evaluate_module
 from jaxablate._evaluate import _tree_chunk
 from jaxablate.tasks import PositionAccuracy, PositionLoss
-
-evaluate_module = importlib.import_module("jaxablate._evaluate")
 
 SEQ = 10
 
@@ -68,13 +65,10 @@ def test_position_metrics_equal_full_forward(model, tokens, which, metric_name, 
     metric = _metrics()[metric_name]
     ablation = _ablation(model, tokens, kind)
     rows = np.random.default_rng(0).random((11, len(comps))) < 0.5
-    pruned = ja.evaluate(
-        model, comps, rows, tokens, metric=metric, ablation=ablation, return_per_example=True
+    pruned = ja.evaluate_per_example(model, comps, rows, tokens, metric=metric, ablation=ablation)
+    naive = ja.evaluate_per_example(
+        model, comps, rows, tokens, metric=metric, ablation=ablation, share_prefix=False
     )
-    naive = ja.evaluate(
-        model, comps, rows, tokens, metric=metric, ablation=ablation, share_prefix=False,
-        return_per_example=True,
-    )  # fmt: skip
     np.testing.assert_allclose(pruned, naive, rtol=1e-5, atol=1e-6)
     # an independent reference: the model's full logits, then the metric in numpy
     replacement = ablation

@@ -13,6 +13,7 @@ from flax import nnx
 
 import jaxablate as ja
 from jaxablate import _chunking
+from jaxablate._evaluate import run
 
 CFG = ja.ModelConfig(
     n_layers=4, n_heads=3, d_model=24, d_head=8, d_mlp=40, vocab_size=31, n_ctx=12, init_std=0.3
@@ -67,7 +68,7 @@ def test_prefix_sharing_handles_duplicates_and_arbitrary_rows(model, tokens):
     rng = np.random.default_rng(1)
     rows = rng.random((50, len(comps))) < 0.5
     rows = np.concatenate([rows, rows[:10]])
-    per_example = ja.evaluate(model, comps, rows, tokens, chunk_size=16, return_per_example=True)
+    per_example = ja.evaluate_per_example(model, comps, rows, tokens, chunk_size=16)
     looped = [
         np.asarray(ja.metrics.loss(model(tokens, masks=comps.masks(r)), tokens)) for r in rows[:12]
     ]
@@ -80,20 +81,10 @@ def test_memory_budget_bounds_the_chunk(model, tokens):
     rows = ja.subsets.all(len(comps))
     per_row = _chunking.bytes_per_row(CFG, *tokens.shape)
     budget = 20 * per_row
-    runner_chunks = []
-    original = ja.evaluate.__globals__["_Runner"].run_chunk
-
-    def spy(self, prep, index):
-        runner_chunks.append(prep.chunk)
-        return original(self, prep, index)
-
-    ja.evaluate.__globals__["_Runner"].run_chunk = spy
-    try:
-        bounded = ja.evaluate(model, comps, rows, tokens, memory_budget=budget)
-        auto = ja.evaluate(model, comps, rows, tokens, memory_budget=budget, chunk_size="auto")
-    finally:
-        ja.evaluate.__globals__["_Runner"].run_chunk = original
-    assert runner_chunks and max(runner_chunks) <= 20
+    bounded = run(model, comps, rows, tokens, memory_budget=budget)
+    auto = run(model, comps, rows, tokens, memory_budget=budget, chunk_size="auto")
+    assert bounded.plan.chunk <= 20 and auto.plan.chunk <= 20
+    bounded, auto = bounded.per_example.mean(1), auto.per_example.mean(1)
     whole = ja.evaluate(model, comps, rows, tokens)
     np.testing.assert_allclose(bounded, whole, rtol=2e-5, atol=2e-5)
     np.testing.assert_allclose(auto, whole, rtol=2e-5, atol=2e-5)
@@ -101,17 +92,19 @@ def test_memory_budget_bounds_the_chunk(model, tokens):
         ja.evaluate(model, comps, rows, tokens, memory_budget=10)
 
 
-def test_auto_chunk_size_probes_and_remembers(model, tokens, monkeypatch):
+def test_auto_chunk_size_probes_and_remembers(model, tokens):
     comps = ja.heads(CFG, layers=[3])
     rows = np.repeat(ja.subsets.all(len(comps)), 40, axis=0)  # 320 rows: several candidates
-    monkeypatch.setattr(_chunking, "_chosen", {})
-    values = ja.evaluate(model, comps, rows, tokens, chunk_size="auto")
-    assert len(_chunking._chosen) == 1
-    chosen, inner = next(iter(_chunking._chosen.values()))
-    assert chosen in (4, 16, 64, 256, 320)
+    _chunking.forget_probed_plans()
+    first = run(model, comps, rows, tokens, chunk_size="auto")
+    chosen, inner = first.plan.chunk, first.plan.inner
+    assert chosen in (4, 16, 64, 160, 256, 320)  # a probed size, balanced over the 320 rows
     assert inner is None or 1 <= inner <= chosen
+    again = run(model, comps, rows, tokens, chunk_size="auto")  # remembered: no second probe
+    assert again.plan == first.plan
+    assert _chunking.forget_probed_plans() == 1
     np.testing.assert_allclose(
-        values, ja.evaluate(model, comps, rows, tokens), rtol=2e-5, atol=2e-5
+        first.per_example.mean(1), ja.evaluate(model, comps, rows, tokens), rtol=2e-5, atol=2e-5
     )
 
 

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from jaxablate._checks import is_tracer
 from jaxablate.models.config import ModelConfig
 
 
@@ -149,8 +150,8 @@ def check_tokens(cfg: ModelConfig, tokens: object) -> jax.Array:
         ValueError: wrong rank or dtype, an empty batch, too long sequences or ids outside the
             vocabulary.
     """
-    if not isinstance(tokens, jax.core.Tracer):
-        tokens = np.asarray(tokens)
+    tokens = tokens if is_tracer(tokens) else np.asarray(tokens)
+    assert isinstance(tokens, jax.Array | np.ndarray)
     if tokens.ndim != 2:
         raise ValueError(f"tokens must be 2-D [batch, seq], got shape {tuple(tokens.shape)}")
     if not jnp.issubdtype(tokens.dtype, jnp.integer):

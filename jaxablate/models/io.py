@@ -6,7 +6,6 @@ Hugging Face checkpoint; :func:`load_model` reads both, handing HF directories t
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import jax
@@ -14,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxablate._files import atomic_write, atomic_write_text
 from jaxablate.models.config import ModelConfig
 from jaxablate.models.transformer import Transformer
 
@@ -34,20 +34,14 @@ def model_arrays(model: Transformer) -> dict[str, np.ndarray]:
 
 def save_model(model: Transformer, directory: str | os.PathLike) -> Path:
     """Write ``model`` to ``directory`` (created if needed); files are replaced atomically."""
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save
 
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True)
     arrays = {k: np.ascontiguousarray(v) for k, v in model_arrays(model).items()}
     meta = {"format": FORMAT, "config": model.config.to_dict()}
-    for name, write in (
-        ("model.safetensors", lambda p: save_file(arrays, p)),
-        ("config.json", lambda p: Path(p).write_text(json.dumps(meta, indent=2))),
-    ):
-        fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{name}.")
-        os.close(fd)
-        write(tmp)
-        os.replace(tmp, root / name)
+    atomic_write(root / "model.safetensors", lambda f: f.write(save(arrays)))
+    atomic_write_text(root / "config.json", json.dumps(meta, indent=2))
     return root
 
 

@@ -234,17 +234,17 @@ class Transformer(nnx.Module):
             z = self.attn_z(layer, resid, queries)
         if queries is not None:
             resid = resid[:, queries]
-        masked = masks is not None and replacement is not None
-        if masked:
-            z = _blend(z, masks.heads[layer], _at(replacement.z[layer], queries))
+        mix = None if masks is None or replacement is None else (masks, replacement)
+        if mix is not None:
+            z = _blend(z, mix[0].heads[layer], _at(mix[1].z, layer, queries))
         attn = self.mix_heads(layer, z)
-        if masked:
-            attn = _blend(attn, masks.attn[layer], _at(replacement.attn[layer], queries))
+        if mix is not None:
+            attn = _blend(attn, mix[0].attn[layer], _at(mix[1].attn, layer, queries))
         resid = resid + attn
         if self.mlp is not None:
             mlp = self.mlp_out(layer, resid)
-            if masked:
-                mlp = _blend(mlp, masks.mlp[layer], _at(replacement.mlp[layer], queries))
+            if mix is not None:
+                mlp = _blend(mlp, mix[0].mlp[layer], _at(mix[1].mlp, layer, queries))
             resid = resid + mlp
         else:
             mlp = jnp.zeros_like(attn)
@@ -329,8 +329,12 @@ class Transformer(nnx.Module):
         return Activations(jnp.stack(zs), jnp.stack(attns), jnp.stack(mlps))
 
 
-def _at(r: jax.Array, queries: np.ndarray | None) -> jax.Array:
-    """Replacement ``[b, s, ...]`` at ``queries`` (unchanged when shared by all positions)."""
+def _at(r: jax.Array | None, layer: int, queries: np.ndarray | None) -> jax.Array:
+    """Layer ``layer``'s replacement ``[b, s, ...]`` at ``queries`` (unchanged when shared by all
+    positions)."""
+    if r is None:
+        raise ValueError("replacements must be fitted (Ablation.fit) before the forward pass")
+    r = r[layer]
     return r if queries is None or r.shape[1] == 1 else r[:, queries]
 
 
