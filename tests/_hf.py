@@ -16,20 +16,24 @@ def tiny_gpt2(
     scale: float = 3.0,
     **kwargs: object,
 ) -> GPT2LMHeadModel:
-    """A random GPT-2 in eval mode with dropout off; matrices scaled so ablations matter."""
+    """A random GPT-2 in eval mode (dropout off unless ``kwargs`` say otherwise; eval mode
+    disables it anyway); matrices scaled so ablations matter. ``kwargs`` go to ``GPT2Config``."""
     torch.manual_seed(seed)
+    options: dict[str, object] = {
+        "resid_pdrop": 0.0,
+        "embd_pdrop": 0.0,
+        "attn_pdrop": 0.0,
+        "bos_token_id": 0,
+        "eos_token_id": 0,
+        **kwargs,  # may override the above
+    }
     cfg = GPT2Config(
         n_embd=n_embd,
         n_head=n_head,
         n_layer=n_layer,
         n_positions=n_positions,
         vocab_size=vocab_size,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        bos_token_id=0,
-        eos_token_id=0,
-        **kwargs,
+        **options,
     )
     model = GPT2LMHeadModel(cfg).eval()
     with torch.no_grad():

@@ -71,7 +71,7 @@ def test_zero_ablated_heads_match_zeroed_output_projection():
     tokens = _tokens(40, batch=2, seq=10, seed=1)
     rng = np.random.default_rng(2)
     rows = rng.random((6, len(comps))) < 0.5
-    ours = ja.evaluate(model, comps, rows, tokens, return_per_example=True)
+    ours = ja.evaluate_per_example(model, comps, rows, tokens)
     for row, got in zip(rows, ours, strict=True):
         ablated = tiny_gpt2(n_embd=32, n_head=4, n_layer=3, vocab_size=40)
         with torch.no_grad():
