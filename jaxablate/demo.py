@@ -2,14 +2,17 @@
 
 Every subset of the model's heads (and MLP blocks, if any) is evaluated, and the table of
 ``2^n`` results is decomposed: leave-one-out (LOCO) costs, Shapley values, pairwise interactions
-and the interaction spectrum. When :mod:`jaxablate.learned` and :mod:`jaxablate.recovery` are
-installed, learned masks and recovery curves are added. The summary names, from the data, pairs
-of components that look dispensable alone but not together (and the opposite).
+and the interaction spectrum. Learned masks (:func:`jaxablate.learn_masks`) and recovery curves
+(:func:`jaxablate.recover`) are added unless their step counts are 0. The summary names, from the
+data, pairs of components that look dispensable alone but not together (and the opposite).
 
 Sign convention: a **removal cost** is how much the task metric gets worse when components are
 removed (for a loss: the loss increase). ``cost(S) = v(N \\ S) - v(N)`` for a loss, so the
 **excess** of a pair, ``cost({i, j}) - cost({i}) - cost({j})``, equals
 :func:`jaxablate.interactions.removal_pairs` of the presence game.
+
+This module is the top floor: it runs the study with the package's own modules and hands plain
+arrays to :mod:`jaxablate.plots` and HTML strings to :mod:`jaxablate.report`.
 """
 
 import argparse
@@ -19,12 +22,20 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, ArrayLike, Float, Int, Real
+from matplotlib.figure import Figure
 
-from jaxablate import interactions, report, subsets
+from jaxablate import interactions, plots, report, subsets
+from jaxablate._checks import check_key, non_negative_int, positive_int
 from jaxablate._evaluate import evaluate
+from jaxablate._files import atomic_write
 from jaxablate.components import Components, blocks, heads
-from jaxablate.pretrained import RECIPES, list_pretrained, load_pretrained
+from jaxablate.learned import LearnedMasks, learn_masks
+from jaxablate.models.pretrained import RECIPES, list_pretrained, load_pretrained
+from jaxablate.models.transformer import Transformer
+from jaxablate.recovery import RecoveryResult, recover
 from jaxablate.tasks import Task
 
 PNGS = {
@@ -35,7 +46,7 @@ PNGS = {
     "mask_front": "mask_front.png",
     "recovery": "recovery_curves.png",
 }
-"""PNG files the demo writes (the last two only when their modules are available)."""
+"""PNG files the demo writes (the last two only when their stages ran)."""
 
 
 @dataclass
@@ -56,8 +67,8 @@ class DemoResult:
         sii_cost: ``[n, n]`` pairwise Shapley interaction index in cost sign.
         spectrum: ``[n + 1]`` share of variance per interaction degree.
         summary: The terminal summary.
-        learned: The :class:`jaxablate.learned.LearnedMasks` result, or ``None``.
-        recovery: The :class:`jaxablate.recovery.RecoveryResult`, or ``None``.
+        learned: The :class:`jaxablate.learned.LearnedMasks` result, or ``None`` (skipped).
+        recovery: The :class:`jaxablate.recovery.RecoveryResult`, or ``None`` (skipped).
         recovery_labels: Labels of the recovery runs.
         notes: Why optional sections are missing, by section.
         files: Written files by key (PNG keys of :data:`PNGS` and ``"report"``).
@@ -67,17 +78,17 @@ class DemoResult:
     model_name: str
     task: Task
     names: list[str]
-    values: np.ndarray
+    values: Float[np.ndarray, " n_coalitions"]
     sign: float
-    loco_cost: np.ndarray
-    shapley_cost: np.ndarray
-    pair_cost: np.ndarray
-    pair_excess: np.ndarray
-    sii_cost: np.ndarray
-    spectrum: np.ndarray
+    loco_cost: Float[np.ndarray, " n"]
+    shapley_cost: Float[np.ndarray, " n"]
+    pair_cost: Float[np.ndarray, "n n"]
+    pair_excess: Float[np.ndarray, "n n"]
+    sii_cost: Float[np.ndarray, "n n"]
+    spectrum: Float[np.ndarray, " n_degrees"]
     summary: str = ""
-    learned: Any = None
-    recovery: Any = None
+    learned: LearnedMasks | None = None
+    recovery: RecoveryResult | None = None
     recovery_labels: list[str] = field(default_factory=list)
     notes: dict[str, str] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
@@ -100,8 +111,19 @@ def demo_components(cfg: Any) -> Components:
     return comps if cfg.attn_only else comps + blocks(cfg, "mlp")
 
 
-def decompose(values: np.ndarray, *, lower_is_better: bool) -> dict[str, np.ndarray]:
-    """LOCO, Shapley, pair costs, pair excess, SII pairs and spectrum in cost sign."""
+def decompose(
+    values: Real[ArrayLike, " n_coalitions"], *, lower_is_better: bool
+) -> dict[str, np.ndarray]:
+    """LOCO, Shapley, pair costs, pair excess, SII pairs and spectrum in cost sign.
+
+    Args:
+        values: ``[2^n]`` metric of each coalition of the presence game (bit order).
+        lower_is_better: Whether the metric is a loss.
+
+    Returns:
+        ``"sign"`` (0-d: ``+1`` for a loss, else ``-1``) and the float64 arrays of the
+        :class:`DemoResult` fields ``loco_cost`` ... ``spectrum``, by field name.
+    """
     v = np.asarray(values, np.float64)
     n = interactions.n_players(v)
     sign = 1.0 if lower_is_better else -1.0
@@ -118,31 +140,27 @@ def decompose(values: np.ndarray, *, lower_is_better: bool) -> dict[str, np.ndar
         "spectrum": np.asarray(interactions.spectrum(v), np.float64),
     }
     out = {k: x + 0.0 for k, x in out.items()}  # no "-0.000" in printed costs
-    return {"sign": np.float64(sign), **out}
+    return {"sign": np.asarray(sign, np.float64), **out}
 
 
-def _pairs_ranked(excess: np.ndarray) -> list[tuple[int, int]]:
+def _pairs_ranked(excess: Float[np.ndarray, "n n"]) -> list[tuple[int, int]]:
+    """Pairs ``i < j`` by decreasing ``|excess|``."""
     n = excess.shape[0]
     return sorted(
         ((i, j) for i in range(n) for j in range(i + 1, n)), key=lambda ij: -abs(excess[ij])
     )
 
 
-def summarize(res: DemoResult, *, unit: str = "nats", top: int = 3) -> str:
-    """The terminal summary; every named component is chosen from the data."""
+# ---------------------------------------------------------------------------------------------
+# Terminal summary
+# ---------------------------------------------------------------------------------------------
+
+
+def _pair_lines(res: DemoResult, tol: float, unit: str, top: int) -> list[str]:
+    """The summary's pairs: joint removal clearly worse, then clearly better, than the sum."""
     names, c, pc, ex = res.names, res.loco_cost, res.pair_cost, res.pair_excess
-    n = len(names)
-    scale = max(abs(res.empty - res.full), float(np.abs(pc).max()), 1e-12)
-    tol = 0.05 * scale  # "clearly" = more than 5% of the largest effect in the table
-    lines = [
-        f"jaxablate demo: {res.model_name} — all {2**n} subsets of {n} components "
-        f"({', '.join(names)})",
-        f"metric: {res.task.metric_label}",
-        f"full model {res.full:.4f}; everything removed {res.empty:.4f}",
-        "",
-        "Dispensable alone, not together (joint removal costs clearly more than the sum):",
-    ]
     order = _pairs_ranked(ex)
+    lines = ["Dispensable alone, not together (joint removal costs clearly more than the sum):"]
     synergy = [(i, j) for i, j in order if ex[i, j] > tol and pc[i, j] > 2 * (c[i] + c[j])]
     for i, j in synergy[:top]:
         lines.append(
@@ -169,16 +187,21 @@ def summarize(res: DemoResult, *, unit: str = "nats", top: int = 3) -> str:
             "  on average over all subsets (Shapley interaction < 0, e.g. parts in series):\n    "
             + ", ".join(f"{names[i]} + {names[j]} {sii[i, j]:+.2f}" for i, j in neg[:top])
         )
+    return lines
+
+
+def _ranking_lines(res: DemoResult, tol: float) -> list[str]:
+    """The summary's rankings: leave-one-out vs Shapley, and the share beyond degree 1."""
+    names, c, shap = res.names, res.loco_cost, res.shapley_cost
     by_loco = np.argsort(-c, kind="stable")
-    by_shap = np.argsort(-res.shapley_cost, kind="stable")
-    lines += [
-        "",
+    by_shap = np.argsort(-shap, kind="stable")
+    lines = [
         "Most important by leave-one-out: "
         + ", ".join(f"{names[i]} {c[i]:+.3f}" for i in by_loco[:3]),
         "Most important by Shapley:       "
-        + ", ".join(f"{names[i]} {res.shapley_cost[i]:+.3f}" for i in by_shap[:3]),
+        + ", ".join(f"{names[i]} {shap[i]:+.3f}" for i in by_shap[:3]),
     ]
-    hidden = [i for i in by_shap if res.shapley_cost[i] > tol and c[i] < 0.25 * res.shapley_cost[i]]
+    hidden = [i for i in by_shap if shap[i] > tol and c[i] < 0.25 * shap[i]]
     if hidden:
         lines.append(
             "Leave-one-out undersells "
@@ -190,55 +213,131 @@ def summarize(res: DemoResult, *, unit: str = "nats", top: int = 3) -> str:
         f"{beyond:.0%} of the variance over all subsets comes from interactions of degree >= 2 "
         "(what leave-one-out cannot see)."
     )
+    return lines
+
+
+def summarize(res: DemoResult, *, unit: str = "nats", top: int = 3) -> str:
+    """The terminal summary; every named component is chosen from the data.
+
+    Args:
+        res: The study (its exhaustive fields; the optional stages are not used).
+        unit: Unit of the costs in the text.
+        top: Pairs named per kind.
+
+    Returns:
+        The summary, several lines.
+    """
+    n = len(res.names)
+    scale = max(abs(res.empty - res.full), float(np.abs(res.pair_cost).max()), 1e-12)
+    tol = 0.05 * scale  # "clearly" = more than 5% of the largest effect in the table
+    lines = [
+        f"jaxablate demo: {res.model_name} — all {2**n} subsets of {n} components "
+        f"({', '.join(res.names)})",
+        f"metric: {res.task.metric_label}",
+        f"full model {res.full:.4f}; everything removed {res.empty:.4f}",
+        "",
+        *_pair_lines(res, tol, unit, top),
+        "",
+        *_ranking_lines(res, tol),
+    ]
     return "\n".join(lines)
 
 
-def _try_learned(model, comps, tokens, task, values, steps, key, res: DemoResult) -> None:
-    try:
-        from jaxablate.learned import learn_masks
-    except ImportError as err:
-        res.notes["mask_front"] = f"learned masks unavailable ({err})"
+# ---------------------------------------------------------------------------------------------
+# Stages of the study
+# ---------------------------------------------------------------------------------------------
+
+
+def _exhaustive_stage(
+    model_name: str, batch_size: int, key: jax.Array
+) -> tuple[DemoResult, Transformer, Components, Int[Array, "batch seq"]]:
+    """Load the model, evaluate every subset and decompose the table (timed as ``"sweep"``)."""
+    t0 = time.perf_counter()
+    model, task = load_pretrained(model_name)
+    comps = demo_components(model.config)
+    tokens = task.batch(key, batch_size)
+    values = evaluate(model, comps, subsets.all(len(comps)), tokens, metric=task.metric)
+    parts = decompose(values, lower_is_better=task.lower_is_better)
+    res = DemoResult(
+        model_name=model_name,
+        task=task,
+        names=comps.names,
+        values=np.asarray(values, np.float64),
+        sign=float(parts["sign"]),
+        loco_cost=parts["loco_cost"],
+        shapley_cost=parts["shapley_cost"],
+        pair_cost=parts["pair_cost"],
+        pair_excess=parts["pair_excess"],
+        sii_cost=parts["sii_cost"],
+        spectrum=parts["spectrum"],
+    )
+    res.seconds["sweep"] = time.perf_counter() - t0
+    res.summary = summarize(res)
+    return res, model, comps, tokens
+
+
+def _learned_stage(
+    res: DemoResult,
+    model: Transformer,
+    comps: Components,
+    tokens: Int[Array, "batch seq"],
+    steps: int,
+    key: jax.Array,
+) -> None:
+    """Learn masks for a range of sparsity penalties into ``res.learned`` (``steps=0``: skip)."""
+    if steps == 0:  # optional by request only: a failing run raises like any other stage
+        res.notes["mask_front"] = "learned masks skipped (learn_steps=0)"
         return
+    t0 = time.perf_counter()
     # penalty per *fraction* of components kept, in metric units: up to a few times the cost of
     # removing everything, so the front spans from "keep all" to "keep few"
     scale = max(abs(res.empty - res.full), 1e-3)
-    sparsity = (scale * np.array([0.05, 0.15, 0.3, 0.6, 1.2, 2.4])).astype(np.float32)
+    sparsity = jnp.asarray(scale * np.array([0.05, 0.15, 0.3, 0.6, 1.2, 2.4]), jnp.float32)
     res.learned = learn_masks(
-        model, comps, tokens[:64], metric=task.metric, sparsity=sparsity, steps=steps, key=key
+        model, comps, tokens[:64], metric=res.task.metric, sparsity=sparsity, steps=steps, key=key
     )
+    res.seconds["learned"] = time.perf_counter() - t0
 
 
-def _try_recovery(model, comps, tokens, task, steps, key, res: DemoResult) -> None:
-    try:
-        from jaxablate.recovery import recover
-    except ImportError as err:
-        res.notes["recovery"] = f"recovery unavailable ({err})"
-        return
-    n = len(comps)
+def _recovery_rows(res: DemoResult) -> tuple[np.ndarray, list[str]]:
+    """Rows and labels of the recovery runs: the two costliest single removals, the top pair."""
     top = [int(i) for i in np.argsort(-res.loco_cost, kind="stable")[:2]]
     i, j = _pairs_ranked(res.pair_excess)[0]
-    rows = np.ones((3, n), dtype=bool)
+    rows = np.ones((3, len(res.names)), dtype=bool)
     rows[0, top[0]] = rows[1, top[1]] = False
     rows[2, [i, j]] = False
-    res.recovery_labels = [
+    labels = [
         f"{res.names[top[0]]} removed",
         f"{res.names[top[1]]} removed",
         f"{res.names[i]} + {res.names[j]} removed",
     ]
+    return rows, labels
+
+
+def _recovery_stage(
+    res: DemoResult, model: Transformer, comps: Components, steps: int, key: jax.Array
+) -> None:
+    """Fine-tune three ablated copies into ``res.recovery`` (``steps=0``: skip)."""
+    if steps == 0:  # optional by request only: a failing run raises like any other stage
+        res.notes["recovery"] = "recovery skipped (recover_steps=0)"
+        return
+    t0 = time.perf_counter()
+    rows, res.recovery_labels = _recovery_rows(res)
     k_train, k_eval, k_run = jax.random.split(key, 3)
     res.recovery = recover(
         model,
         comps,
         rows,
-        task.batch(k_train, 2048),
+        res.task.batch(k_train, 2048),
         steps=steps,
-        eval_tokens=task.batch(k_eval, 256),
+        eval_tokens=res.task.batch(k_eval, 256),
         eval_every=max(steps // 10, 1),
-        metric=task.metric,
+        metric=res.task.metric,
         batch_size=32,
         key=k_run,
         progress=False,
     )
+    res.seconds["recovery"] = time.perf_counter() - t0
 
 
 def run_demo_study(
@@ -262,39 +361,20 @@ def run_demo_study(
 
     Returns:
         A :class:`DemoResult`.
+
+    Raises:
+        ValueError: An unknown model, or a bad size, step count or key.
     """
     if model_name not in RECIPES:
         raise ValueError(f"unknown model {model_name!r}; available: {', '.join(list_pretrained())}")
-    key = jax.random.key(0) if key is None else key
+    batch_size = positive_int("batch_size", batch_size)
+    learn_steps = non_negative_int("learn_steps", learn_steps)
+    recover_steps = non_negative_int("recover_steps", recover_steps)
+    key = jax.random.key(0) if key is None else check_key(key)
     k_eval, k_learn, k_rec = jax.random.split(key, 3)
-    t0 = time.perf_counter()
-    model, task = load_pretrained(model_name)
-    comps = demo_components(model.config)
-    tokens = task.batch(k_eval, batch_size)
-    values = evaluate(model, comps, subsets.all(len(comps)), tokens, metric=task.metric)
-    parts = decompose(values, lower_is_better=task.lower_is_better)
-    res = DemoResult(
-        model_name=model_name,
-        task=task,
-        names=comps.names,
-        values=np.asarray(values, np.float64),
-        sign=float(parts.pop("sign")),
-        **parts,
-    )
-    res.seconds["sweep"] = time.perf_counter() - t0
-    res.summary = summarize(res)
-    if learn_steps > 0:
-        t0 = time.perf_counter()
-        _try_learned(model, comps, tokens, task, values, learn_steps, k_learn, res)
-        res.seconds["learned"] = time.perf_counter() - t0
-    else:
-        res.notes["mask_front"] = "learned masks skipped (learn_steps=0)"
-    if recover_steps > 0:
-        t0 = time.perf_counter()
-        _try_recovery(model, comps, tokens, task, recover_steps, k_rec, res)
-        res.seconds["recovery"] = time.perf_counter() - t0
-    else:
-        res.notes["recovery"] = "recovery skipped (recover_steps=0)"
+    res, model, comps, tokens = _exhaustive_stage(model_name, batch_size, k_eval)
+    _learned_stage(res, model, comps, tokens, learn_steps, k_learn)
+    _recovery_stage(res, model, comps, recover_steps, k_rec)
     if out_dir is not None:
         t0 = time.perf_counter()
         write_demo_report(res, Path(out_dir))
@@ -302,7 +382,12 @@ def run_demo_study(
     return res
 
 
-def _best_per_size(values: np.ndarray, sign: float) -> np.ndarray:
+# ---------------------------------------------------------------------------------------------
+# Figures
+# ---------------------------------------------------------------------------------------------
+
+
+def _best_per_size(values: Float[np.ndarray, " n_coalitions"], sign: float) -> np.ndarray:
     """Best metric over all subsets of each size ``0..n`` (by the task's direction)."""
     n = interactions.n_players(values)
     sizes = np.asarray(interactions.coalition_sizes(n))
@@ -313,12 +398,10 @@ def _best_per_size(values: np.ndarray, sign: float) -> np.ndarray:
     return best
 
 
-def make_figures(res: DemoResult) -> dict[str, Any]:
-    """The demo's matplotlib figures by :data:`PNGS` key (optional ones only when computed)."""
-    from jaxablate import plots
-
+def _exhaustive_figures(res: DemoResult) -> dict[str, Figure]:
+    """The four figures of the exhaustive table, by :data:`PNGS` key."""
     unit = "nats" if res.sign > 0 else "metric units"
-    figs = {
+    return {
         "loco_vs_shapley": plots.loco_vs_shapley(
             res.names,
             res.loco_cost,
@@ -342,45 +425,87 @@ def make_figures(res: DemoResult) -> dict[str, Any]:
             res.spectrum, title=f"{res.model_name}: interaction spectrum over all subsets"
         ),
     }
+
+
+def _mask_front_figure(res: DemoResult, learned: LearnedMasks) -> Figure:
+    """Learned masks over the exhaustive best subset of each size."""
+    rows = np.asarray(learned.rows, bool)
+    labels = [plots.removed_label(r, res.names) for r in rows]
+    return plots.mask_front(
+        np.asarray(learned.n_kept),
+        np.asarray(learned.metric),
+        exhaustive=_best_per_size(res.values, res.sign),
+        metric_label=res.task.metric_label,
+        full=res.full,
+        labels=labels if len(res.names) <= 8 else None,
+    )
+
+
+def _recovery_figure(res: DemoResult, recovery: RecoveryResult) -> Figure:
+    """Recovery curves of the demo's runs, labelled by what they removed."""
+    return plots.recovery_curves(
+        recovery.steps,
+        recovery.metric,
+        res.recovery_labels,
+        baseline=recovery.baseline,
+        metric_label=res.task.metric_label,
+    )
+
+
+def make_figures(res: DemoResult) -> dict[str, Figure]:
+    """The demo's matplotlib figures by :data:`PNGS` key (optional ones only when computed).
+
+    Args:
+        res: The study.
+
+    Returns:
+        Figures by key, in report order.
+    """
+    figs = _exhaustive_figures(res)
     if res.learned is not None:
-        lm = res.learned
-        rows = np.asarray(lm.rows, bool)
-        labels = [
-            ("-" + ",".join(n for n, k in zip(res.names, r, strict=True) if not k))
-            if not r.all()
-            else "all kept"
-            for r in rows
-        ]
-        figs["mask_front"] = plots.mask_front(
-            np.asarray(lm.n_kept),
-            np.asarray(lm.metric),
-            exhaustive=_best_per_size(res.values, res.sign),
-            metric_label=res.task.metric_label,
-            full=res.full,
-            labels=labels if len(res.names) <= 8 else None,
-        )
+        figs["mask_front"] = _mask_front_figure(res, res.learned)
     if res.recovery is not None:
-        try:
-            figs["recovery"] = plots.recovery_curves(res.recovery, names=res.recovery_labels)
-        except ImportError as err:
-            res.notes["recovery"] = f"recovery plot unavailable ({err})"
+        figs["recovery"] = _recovery_figure(res, res.recovery)
     return figs
 
 
-def write_demo_report(res: DemoResult, out_dir: Path) -> Path:
-    """Write the PNGs and the self-contained ``report.html`` into ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    figs = make_figures(res)
-    for key, fig in figs.items():
-        path = out_dir / PNGS[key]
-        fig.savefig(path, dpi=110)
-        res.files[key] = path
-    n = len(res.names)
-    head_rows = [
+# ---------------------------------------------------------------------------------------------
+# HTML report, one function per section
+# ---------------------------------------------------------------------------------------------
+
+
+def _save_png(fig: Figure, path: Path) -> Path:
+    """Write ``fig`` to ``path`` as a PNG, atomically."""
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    return path
+
+
+def _figure_or_note(res: DemoResult, key: str, alt: str) -> str:
+    """The saved PNG of ``key`` inlined, or a note saying why it is missing."""
+    if key in res.files:
+        return report.image(res.files[key], alt)
+    return report.paragraph(f"Not available: {res.notes.get(key, 'not computed')}.", note=True)
+
+
+def _importance_section(res: DemoResult) -> str:
+    rows = [
         (name, float(res.loco_cost[i]), float(res.shapley_cost[i]))
         for i, name in enumerate(res.names)
     ]
-    pair_rows = [
+    return report.section(
+        "Leave-one-out vs Shapley",
+        report.paragraph(
+            "Removal cost = how much the metric gets worse when a component is removed "
+            "(zero ablation). Leave-one-out removes one component from the full model; the "
+            f"Shapley value averages its cost over all {2 ** len(res.names)} subsets of the others."
+        ),
+        _figure_or_note(res, "loco_vs_shapley", "leave-one-out vs Shapley bars"),
+        report.table(["component", "leave-one-out cost", "Shapley cost"], rows),
+    )
+
+
+def _pairs_section(res: DemoResult, top: int = 10) -> str:
+    rows = [
         (
             f"{res.names[i]} + {res.names[j]}",
             float(res.loco_cost[i]),
@@ -389,89 +514,114 @@ def write_demo_report(res: DemoResult, out_dir: Path) -> Path:
             float(res.pair_excess[i, j]),
             float(res.sii_cost[i, j]),
         )
-        for i, j in _pairs_ranked(res.pair_excess)[:10]
+        for i, j in _pairs_ranked(res.pair_excess)[:top]
     ]
+    return report.section(
+        "Pairs",
+        report.paragraph(
+            "Excess = cost of removing both minus the two single costs. Positive: the pair "
+            "backs each other up (each looks dispensable alone). Negative: they overlap."
+        ),
+        _figure_or_note(res, "pairwise_interaction", "pairwise interaction heatmap"),
+        report.table(
+            ["pair", "cost of i", "cost of j", "cost of both", "excess", "Shapley interaction"],
+            rows,
+            caption="Top pairs by |excess|",
+        ),
+        _figure_or_note(res, "shapley_interaction", "Shapley interaction heatmap"),
+    )
 
-    def img(key: str, alt: str) -> str:
-        if key in res.files:
-            return report.image(res.files[key], alt)
-        return report.paragraph(f"Not available: {res.notes.get(key, 'not computed')}.", note=True)
 
+def _spectrum_section(res: DemoResult) -> str:
+    return report.section(
+        "Interaction spectrum",
+        report.paragraph(
+            "Share of the variance of the metric over all subsets carried by interactions of "
+            "each degree; degree 1 is what an additive (leave-one-out) picture can explain."
+        ),
+        _figure_or_note(res, "spectrum", "interaction spectrum"),
+        report.table(
+            ["degree", "share of variance"],
+            [(str(d), f"{s:.1%}") for d, s in enumerate(res.spectrum) if d > 0],
+        ),
+    )
+
+
+def _learned_section(res: DemoResult) -> str:
+    return report.section(
+        "Learned masks",
+        report.paragraph(
+            "Continuous masks trained to keep the metric low with few components, one run per "
+            "sparsity penalty; grey: the best subset of each size from the exhaustive table."
+        ),
+        _figure_or_note(res, "mask_front", "learned mask front"),
+    )
+
+
+def _recovery_section(res: DemoResult) -> str:
+    return report.section(
+        "Recovery after ablation",
+        report.paragraph(
+            "Fine-tuning the remaining weights with the components kept removed: "
+            + ", ".join(res.recovery_labels or ["(not run)"])
+            + "."
+        ),
+        _figure_or_note(res, "recovery", "recovery curves"),
+    )
+
+
+def _setup_section(res: DemoResult) -> str:
+    return report.section(
+        "Setup",
+        report.paragraph(f"Task: {res.task.description} Metric: {res.task.metric_label}."),
+        report.paragraph(
+            "Stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in res.seconds.items()) + "."
+        ),
+    )
+
+
+def write_demo_report(res: DemoResult, out_dir: Path) -> Path:
+    """Write the PNGs and the self-contained ``report.html`` into ``out_dir``.
+
+    Args:
+        res: The study; its ``files`` gain every written path.
+        out_dir: The report directory (created if missing).
+
+    Returns:
+        The path of ``report.html``.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for key, fig in make_figures(res).items():
+        res.files[key] = _save_png(fig, out_dir / PNGS[key])
     sections = [
         report.section("Summary", report.preformatted(res.summary)),
-        report.section(
-            "Leave-one-out vs Shapley",
-            report.paragraph(
-                "Removal cost = how much the metric gets worse when a component is removed "
-                "(zero ablation). Leave-one-out removes one component from the full model; the "
-                f"Shapley value averages its cost over all {2**n} subsets of the others."
-            ),
-            img("loco_vs_shapley", "leave-one-out vs Shapley bars"),
-            report.table(["component", "leave-one-out cost", "Shapley cost"], head_rows),
-        ),
-        report.section(
-            "Pairs",
-            report.paragraph(
-                "Excess = cost of removing both minus the two single costs. Positive: the pair "
-                "backs each other up (each looks dispensable alone). Negative: they overlap."
-            ),
-            img("pairwise_interaction", "pairwise interaction heatmap"),
-            report.table(
-                ["pair", "cost of i", "cost of j", "cost of both", "excess", "Shapley interaction"],
-                pair_rows,
-                caption="Top pairs by |excess|",
-            ),
-            img("shapley_interaction", "Shapley interaction heatmap"),
-        ),
-        report.section(
-            "Interaction spectrum",
-            report.paragraph(
-                "Share of the variance of the metric over all subsets carried by interactions of "
-                "each degree; degree 1 is what an additive (leave-one-out) picture can explain."
-            ),
-            img("spectrum", "interaction spectrum"),
-            report.table(
-                ["degree", "share of variance"],
-                [(str(d), f"{s:.1%}") for d, s in enumerate(res.spectrum) if d > 0],
-            ),
-        ),
-        report.section(
-            "Learned masks",
-            report.paragraph(
-                "Continuous masks trained to keep the metric low with few components, one run per "
-                "sparsity penalty; grey: the best subset of each size from the exhaustive table."
-            ),
-            img("mask_front", "learned mask front"),
-        ),
-        report.section(
-            "Recovery after ablation",
-            report.paragraph(
-                "Fine-tuning the remaining weights with the components kept removed: "
-                + ", ".join(res.recovery_labels or ["(not run)"])
-                + "."
-            ),
-            img("recovery", "recovery curves"),
-        ),
-        report.section(
-            "Setup",
-            report.paragraph(f"Task: {res.task.description} Metric: {res.task.metric_label}."),
-            report.paragraph(
-                "Stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in res.seconds.items()) + "."
-            ),
-        ),
+        _importance_section(res),
+        _pairs_section(res),
+        _spectrum_section(res),
+        _learned_section(res),
+        _recovery_section(res),
+        _setup_section(res),
     ]
     doc = report.page(
         f"jaxablate demo: {res.model_name}",
         sections,
         subtitle="Leave-one-out misses what subsets reveal.",
     )
-    path = report.write(out_dir / "report.html", doc)
-    res.files["report"] = path
-    return path
+    res.files["report"] = report.write(out_dir / "report.html", doc)
+    return res.files["report"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
 
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
-    """Register ``jaxablate demo``'s options."""
+    """Register ``jaxablate demo``'s options.
+
+    Args:
+        parser: The ``demo`` subcommand's parser.
+    """
     parser.add_argument(
         "--model",
         default="induction-2l",
@@ -488,7 +638,14 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    """``jaxablate demo``: run the study, print the summary, write the report."""
+    """``jaxablate demo``: run the study, print the summary, write the report.
+
+    Args:
+        args: Parsed options of :func:`add_demo_arguments`.
+
+    Returns:
+        The exit status (0).
+    """
     t0 = time.perf_counter()
     res = run_demo_study(
         args.model,

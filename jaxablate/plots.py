@@ -1,33 +1,44 @@
 """Matplotlib figures for ablation studies (every function returns a Figure).
 
-All functions take plain arrays and component names, so they work on any study's results, in
-notebooks or scripts. Figures are built with the object-oriented API (``matplotlib.figure.Figure``,
-rendered by Agg on ``savefig``), never through ``pyplot``: no global backend is switched, no GUI
-is needed, nothing has to be closed, and Jupyter still displays a returned Figure.
+All functions take plain arrays, sequences and component names, so they work on any study's
+results, in notebooks or scripts, and this module imports nothing from the rest of the package:
+plotting needs neither the models nor the training stack. Figures are built with the
+object-oriented API (``matplotlib.figure.Figure``, rendered by Agg on ``savefig``), never through
+``pyplot``: no global backend is switched, no GUI is needed, nothing has to be closed, and Jupyter
+still displays a returned Figure.
 
 Sign convention used in the labels: a **removal cost** is how much the metric gets worse when
 components are removed (for a loss: the loss increase), so bigger bars mean more important.
-``recovery_curves`` (recovery after ablation) is re-exported from
-:mod:`jaxablate.plots_recovery`.
+
+Recovery curves from a :class:`jaxablate.RecoveryResult` ``r``::
+
+    labels = [plots.removed_label(row, r.names) for row in r.rows]
+    fig = plots.recovery_curves(
+        r.steps, r.metric, labels, baseline=r.baseline, metric_label=r.metric_name
+    )
 """
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
+from jaxtyping import Bool, Real
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from numpy.typing import ArrayLike
 
 __all__ = [
     "interaction_heatmap",
     "loco_vs_shapley",
     "mask_front",
+    "recovery_curves",
+    "removed_label",
     "spectrum_bars",
 ]
 
 _BLUE, _ORANGE, _GREY = "#1f77b4", "#ff7f0e", "#7f7f7f"
 
 
-def _subplots(figsize: tuple[float, float]) -> tuple[Figure, Any]:
+def _subplots(figsize: tuple[float, float]) -> tuple[Figure, Axes]:
     fig = Figure(figsize=figsize, layout="constrained")
     return fig, fig.subplots()
 
@@ -41,8 +52,8 @@ def _names(names: Sequence[str], n: int) -> list[str]:
 
 def loco_vs_shapley(
     names: Sequence[str],
-    loco: Any,
-    shapley: Any,
+    loco: Real[ArrayLike, " n"],
+    shapley: Real[ArrayLike, " n"],
     *,
     ylabel: str = "removal cost (metric increase)",
     title: str = "Leave-one-out vs Shapley",
@@ -55,6 +66,9 @@ def loco_vs_shapley(
         shapley: ``[n]`` Shapley value of each component, in the same (cost) sign.
         ylabel: Y-axis label, which should state the sign convention.
         title: Figure title.
+
+    Returns:
+        The figure.
     """
     loco = np.asarray(loco, dtype=float).ravel()
     shapley = np.asarray(shapley, dtype=float).ravel()
@@ -80,7 +94,7 @@ def loco_vs_shapley(
 
 def interaction_heatmap(
     names: Sequence[str],
-    matrix: Any,
+    matrix: Real[ArrayLike, "n n"],
     *,
     title: str = "Pairwise interaction",
     colorbar_label: str = "interaction",
@@ -94,6 +108,9 @@ def interaction_heatmap(
         title: Figure title (say which index and sign it shows).
         colorbar_label: Label of the colour bar.
         annotate: Write each value in its cell (default: when ``n <= 12``).
+
+    Returns:
+        The figure.
     """
     m = np.asarray(matrix, dtype=float)
     if m.ndim != 2 or m.shape[0] != m.shape[1]:
@@ -123,12 +140,17 @@ def interaction_heatmap(
     return fig
 
 
-def spectrum_bars(spectrum: Any, *, title: str = "Interaction spectrum") -> Figure:
+def spectrum_bars(
+    spectrum: Real[ArrayLike, " n_degrees"], *, title: str = "Interaction spectrum"
+) -> Figure:
     """Share of the variance over all subsets at each interaction degree.
 
     Args:
         spectrum: ``[n + 1]`` from :func:`jaxablate.interactions.spectrum` (entry 0 is 0).
         title: Figure title.
+
+    Returns:
+        The figure.
     """
     s = np.asarray(spectrum, dtype=float).ravel()
     deg = np.arange(1, s.size)
@@ -149,10 +171,10 @@ def spectrum_bars(spectrum: Any, *, title: str = "Interaction spectrum") -> Figu
 
 
 def mask_front(
-    n_kept: Any,
-    metric: Any,
+    n_kept: Real[ArrayLike, " n_masks"],
+    metric: Real[ArrayLike, " n_masks"],
     *,
-    exhaustive: Any | None = None,
+    exhaustive: Real[ArrayLike, " n_sizes"] | None = None,
     metric_label: str = "metric",
     full: float | None = None,
     labels: Sequence[str] | None = None,
@@ -169,6 +191,9 @@ def mask_front(
         full: The full model's metric, drawn dashed.
         labels: Optional text per learned point (e.g. the kept components).
         title: Figure title.
+
+    Returns:
+        The figure.
     """
     k = np.asarray(n_kept, dtype=float).ravel()
     y = np.asarray(metric, dtype=float).ravel()
@@ -207,10 +232,78 @@ def mask_front(
     return fig
 
 
-def __getattr__(name: str) -> Any:
-    # recovery_curves lives in jaxablate.plots_recovery; imported on first use
-    if name == "recovery_curves":
-        from jaxablate.plots_recovery import recovery_curves
+def removed_label(kept: Bool[ArrayLike, " n"], names: Sequence[str], *, limit: int = 4) -> str:
+    """A short label naming the removed components of one row, e.g. ``"-{L0H1, L1H2}"``.
 
-        return recovery_curves
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    Args:
+        kept: ``bool [n]`` one subset (True = kept).
+        names: The ``n`` component names.
+        limit: Name at most this many; the rest are counted (``"-{A, B, C, D, +2}"``).
+
+    Returns:
+        The label, ``"none removed"`` for a full row.
+    """
+    row = np.asarray(kept, dtype=bool).ravel()
+    removed = [name for name, k in zip(_names(names, row.size), row, strict=True) if not k]
+    if not removed:
+        return "none removed"
+    more = f", +{len(removed) - limit}" if len(removed) > limit else ""
+    return "-{" + ", ".join(removed[:limit]) + more + "}"
+
+
+def _root_figure(ax: Axes) -> Figure:
+    fig = ax.figure
+    if isinstance(fig, Figure):
+        return fig
+    if fig is None:
+        raise ValueError("ax belongs to no figure")
+    return fig.figure  # a SubFigure: its root Figure
+
+
+def recovery_curves(
+    steps: Real[ArrayLike, " n_evals"],
+    curves: Real[ArrayLike, "n_runs n_evals"],
+    labels: Sequence[str],
+    *,
+    baseline: float | None = None,
+    metric_label: str = "metric",
+    title: str = "Recovery after ablation",
+    ax: Axes | None = None,
+) -> Figure:
+    """Metric against training step, one line per ablated configuration, the baseline dashed.
+
+    With a :class:`jaxablate.RecoveryResult` ``r``: ``recovery_curves(r.steps, r.metric,
+    [removed_label(row, r.names) for row in r.rows], baseline=r.baseline,
+    metric_label=r.metric_name)``.
+
+    Args:
+        steps: ``[E]`` training steps at which the metric was evaluated.
+        curves: ``[K, E]`` the metric of each configuration at each step.
+        labels: One legend label per configuration (``K`` of them).
+        baseline: The unablated model's metric, drawn dashed (``None``: not drawn).
+        metric_label: Y-axis label (say whether lower is better).
+        title: Figure title.
+        ax: Axes to draw into (default: a new figure).
+
+    Returns:
+        The figure holding the axes.
+    """
+    x = np.asarray(steps, dtype=float).ravel()
+    y = np.asarray(curves, dtype=float)
+    if y.ndim != 2 or y.shape[1] != x.size:
+        raise ValueError(f"curves must be [n_runs, {x.size}] (one per step), got shape {y.shape}")
+    if len(labels) != y.shape[0]:
+        raise ValueError(
+            f"labels must give one label per configuration ({y.shape[0]}), got {len(labels)}"
+        )
+    fig, ax = _subplots((6.5, 4.2)) if ax is None else (_root_figure(ax), ax)
+    for yk, label in zip(y, labels, strict=True):
+        ax.plot(x, yk, marker="o", markersize=3, label=str(label))
+    if baseline is not None:
+        ax.axhline(float(baseline), color="black", ls="--", lw=1, label="unablated")
+    ax.set_xlabel("recovery training step")
+    ax.set_ylabel(metric_label)
+    ax.set_title(title)
+    ax.legend(frameon=False, fontsize="small")
+    ax.grid(alpha=0.3)
+    return fig

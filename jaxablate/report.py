@@ -1,7 +1,8 @@
 """A self-contained HTML report: text, tables and PNG images embedded as base64 data URIs.
 
 The building blocks return HTML strings; :func:`page` wraps them into one document with inline
-CSS, so the file can be mailed or opened offline with nothing beside it.
+CSS, so the file can be mailed or opened offline with nothing beside it. Only the ground-floor
+file helpers are imported from the package.
 """
 
 import base64
@@ -11,6 +12,8 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+from jaxablate._files import atomic_write_text
 
 __all__ = ["image", "page", "paragraph", "preformatted", "section", "table", "write"]
 
@@ -44,7 +47,18 @@ def _png_bytes(img: Any) -> bytes:
 
 
 def image(img: Any, alt: str) -> str:
-    """An ``<img>`` with the PNG inlined as a base64 data URI (bytes, a path or a Figure)."""
+    """An ``<img>`` with the PNG inlined as a base64 data URI.
+
+    Args:
+        img: PNG bytes, a path to a PNG file, or a matplotlib Figure (rendered at 110 dpi).
+        alt: The image's alternative text.
+
+    Returns:
+        The ``<img>`` element.
+
+    Raises:
+        ValueError: ``img`` is none of these, or its bytes are not a PNG.
+    """
     data = _png_bytes(img)
     if not data.startswith(b"\x89PNG"):
         raise ValueError(f"image {alt!r} is not a PNG")
@@ -65,7 +79,20 @@ def table(
     caption: str | None = None,
     float_format: str = "+.4f",
 ) -> str:
-    """An HTML table; floats are formatted with ``float_format``, everything is escaped."""
+    """An HTML table; every cell is escaped.
+
+    Args:
+        headers: Column titles.
+        rows: One sequence of ``len(headers)`` cells per row.
+        caption: Optional caption above the table.
+        float_format: Format spec of ``float`` cells (other cells are shown with ``str``).
+
+    Returns:
+        The ``<table>`` element.
+
+    Raises:
+        ValueError: A row has the wrong number of cells.
+    """
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
     body = []
     for row in rows:
@@ -103,8 +130,18 @@ def page(title: str, sections: Sequence[str], *, subtitle: str | None = None) ->
 
 
 def write(path: str | os.PathLike, document: str) -> Path:
-    """Write ``document`` to ``path`` (UTF-8), creating parent directories."""
+    """Write ``document`` to ``path`` (UTF-8), creating parent directories.
+
+    The file is replaced atomically: a reader sees the old report or the new one, never half.
+
+    Args:
+        path: The HTML file.
+        document: What :func:`page` returned.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(document, encoding="utf-8")
+    atomic_write_text(p, document)
     return p
