@@ -11,8 +11,10 @@ from jaxablate import subsets as subsets
 from jaxablate._attribution import attribution as attribution
 from jaxablate._evaluate import evaluate as evaluate
 from jaxablate._evaluate import evaluate_per_example as evaluate_per_example
+from jaxablate._sweep import SweepStatus as SweepStatus
 from jaxablate._sweep import load_sweep as load_sweep
 from jaxablate._sweep import sweep as sweep
+from jaxablate._sweep import sweep_chunks as sweep_chunks
 from jaxablate._sweep import sweep_status as sweep_status
 from jaxablate.components import Component as Component
 from jaxablate.components import Components as Components

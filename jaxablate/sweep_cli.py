@@ -11,15 +11,20 @@ import argparse
 import os
 import re
 import sys
-from typing import Any
+from typing import Any, Literal
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxablate import ablation as ablation_lib
 from jaxablate import metrics as metrics_lib
-from jaxablate._sweep import load_sweep, sweep
+from jaxablate._sweep import load_sweep, sweep, sweep_chunks
 from jaxablate.components import Component, Components, blocks, heads
 from jaxablate.models.config import ModelConfig
+from jaxablate.models.inputs import Ablation
+from jaxablate.models.io import load_model
+from jaxablate.models.pretrained import list_pretrained, load_pretrained
 from jaxablate.models.transformer import Transformer
 
 ABLATIONS = ("zero", "mean", "resample")
@@ -39,24 +44,15 @@ def resolve_model(name_or_dir: str) -> Transformer:
         ValueError: neither a directory nor a known toy model.
     """
     if os.path.isdir(name_or_dir):
-        from jaxablate.models.io import load_model
-
         return load_model(name_or_dir)
-    try:
-        from jaxablate.pretrained import list_pretrained, load_pretrained
-    except ImportError as err:
-        raise ValueError(
-            f"--model {name_or_dir!r} is not a directory, and shipped toy models are "
-            f"unavailable ({err})"
-        ) from None
     known = list_pretrained()
     if name_or_dir not in known:
         raise ValueError(
             f"--model {name_or_dir!r} is neither a model directory nor a shipped toy model; "
             f"shipped: {known}"
         )
-    loaded = load_pretrained(name_or_dir)
-    return loaded[0] if isinstance(loaded, tuple) else loaded
+    model, _ = load_pretrained(name_or_dir)
+    return model
 
 
 def _layers(cfg: ModelConfig, lo: str | None, hi: str | None) -> list[int] | None:
@@ -66,6 +62,23 @@ def _layers(cfg: ModelConfig, lo: str | None, hi: str | None) -> list[int] | Non
     if last < first:
         raise ValueError(f"layer range {first}-{last} is empty (ranges are inclusive: low-high)")
     return list(range(first, last + 1))
+
+
+def _block_kind(text: str) -> Literal["attn", "mlp"]:
+    return "attn" if text == "attn" else "mlp"
+
+
+def _named(cfg: ModelConfig, item: str, name: re.Match[str]) -> Components:
+    """The one component named by ``item`` (``L0H3``, ``L1.attn``, ``L1.mlp``)."""
+    layer = int(name.group(1))
+    if not 0 <= layer < cfg.n_layers:
+        raise ValueError(f"component {item}: the model has layers 0..{cfg.n_layers - 1}")
+    if name.group(2) is None:
+        return blocks(cfg, _block_kind(name.group(3)), [layer])
+    head = int(name.group(2))
+    if not 0 <= head < cfg.n_heads:
+        raise ValueError(f"component {item}: the model has heads 0..{cfg.n_heads - 1}")
+    return Components(cfg, (Component("head", layer, head),))
 
 
 def parse_components(cfg: ModelConfig, spec: str) -> Components:
@@ -87,19 +100,9 @@ def parse_components(cfg: ModelConfig, spec: str) -> Components:
             if kind.group(1) == "heads":
                 parts.append(heads(cfg, layers))
             else:
-                parts.append(blocks(cfg, kind.group(1), layers))
+                parts.append(blocks(cfg, _block_kind(kind.group(1)), layers))
         elif name:
-            layer = int(name.group(1))
-            if not 0 <= layer < cfg.n_layers:
-                raise ValueError(f"component {item}: the model has layers 0..{cfg.n_layers - 1}")
-            if name.group(2) is not None:
-                head = int(name.group(2))
-                if not 0 <= head < cfg.n_heads:
-                    raise ValueError(f"component {item}: the model has heads 0..{cfg.n_heads - 1}")
-                one = Components(cfg, (Component("head", layer, head),))
-            else:
-                one = blocks(cfg, name.group(3), [layer])
-            parts.append(one)
+            parts.append(_named(cfg, item, name))
         else:
             raise ValueError(
                 f"unknown component spec {item!r}; use heads, attn, mlp, optionally with layers "
@@ -111,7 +114,7 @@ def parse_components(cfg: ModelConfig, spec: str) -> Components:
     return out
 
 
-def _load_tokens(path: str, what: str) -> np.ndarray:
+def _load_tokens(path: str, what: str) -> jax.Array:
     try:
         tokens = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as err:
@@ -121,10 +124,10 @@ def _load_tokens(path: str, what: str) -> np.ndarray:
             f"{what} {path} must hold an integer array [batch, seq], got {tokens.dtype} "
             f"{tokens.shape}"
         )
-    return tokens
+    return jnp.asarray(tokens)
 
 
-def _ablation(kind: str, model: Transformer, tokens: np.ndarray, ref: np.ndarray | None):
+def _ablation(kind: str, model: Transformer, tokens: jax.Array, ref: jax.Array | None) -> Ablation:
     if kind == "zero":
         return ablation_lib.zero()
     if kind == "mean":
@@ -147,7 +150,7 @@ def _metric_spec(text: str) -> str:
     )
 
 
-def _metric(name: str, model: Transformer, tokens: np.ndarray) -> Any:
+def _metric(name: str, model: Transformer, tokens: jax.Array) -> Any:
     if name == "kl":
         return metrics_lib.kl_to_clean(model, tokens)
     m = _LOGIT_DIFF_SPEC.fullmatch(name)
@@ -213,32 +216,38 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_sweep(args: argparse.Namespace) -> int:
-    """Run (or resume) a sweep over every subset of the chosen components."""
+    """Run (or resume) a sweep over every subset of the chosen components.
+
+    With ``--no-wait`` only this worker's chunks are computed (:func:`jaxablate.sweep_chunks`);
+    the summary is printed when the sweep is complete.
+    """
     try:
         model = resolve_model(args.model)
         tokens = _load_tokens(args.tokens, "--tokens")
         ref = None if args.ref_tokens is None else _load_tokens(args.ref_tokens, "--ref-tokens")
         comps = parse_components(model.config, args.components)
-        values = sweep(
-            model,
-            comps,
-            "all",
-            tokens,
-            args.out,
-            metric=_metric(args.metric, model, tokens),
-            ablation=_ablation(args.ablation, model, tokens, ref),
-            chunk_size=args.chunk_size,
-            eval_chunk_size=args.eval_chunk_size,
-            progress=not args.no_progress,
-            worker=args.worker,
-            wait=not args.no_wait,
-        )
+        options: dict[str, Any] = {
+            "metric": _metric(args.metric, model, tokens),
+            "ablation": _ablation(args.ablation, model, tokens, ref),
+            "chunk_size": args.chunk_size,
+            "eval_chunk_size": args.eval_chunk_size,
+            "progress": not args.no_progress,
+            "worker": args.worker,
+        }
+        if args.no_wait:
+            status = sweep_chunks(model, comps, "all", tokens, args.out, **options)
+            if not status.complete:
+                print(
+                    f"this worker's chunks are done; {status.chunks_done} of {status.n_chunks} "
+                    f"chunks in {args.out}, other workers' chunks missing"
+                )
+                return 0
+            values, _ = load_sweep(args.out)
+        else:
+            values = sweep(model, comps, "all", tokens, args.out, **options)
     except ValueError as err:
         return _error("sweep", err)
     n = len(comps)
-    if values is None:
-        print(f"this worker's chunks are done; other workers' chunks missing in {args.out}")
-        return 0
     print(f"swept {2**n} subsets of {n} components ({', '.join(comps.names)}) into {args.out}")
     print(f"{args.metric}: all kept {values[-1]:.6g}, all ablated {values[0]:.6g}")
     print(f"summarise with: jaxablate show {args.out}")

@@ -39,7 +39,6 @@ def main() -> None:
     import numpy as np
 
     import jaxablate as ja
-    from jaxablate._sweep import sweep
 
     model = ja.load_model(args.model)
     tokens = np.load(args.tokens)
@@ -50,7 +49,7 @@ def main() -> None:
         if args.sleep:
             time.sleep(args.sleep)
 
-    values = sweep(
+    values = ja.sweep(
         model,
         ja.heads(model.config),
         "all",

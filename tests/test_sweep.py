@@ -1,7 +1,6 @@
 """Resumable sweeps: equal to a plain loop over subsets, resume without recomputing, refuse
 mismatched manifests, detect corrupt chunks, split work over workers and processes."""
 
-import importlib
 import io
 import json
 import os
@@ -18,10 +17,8 @@ import pytest
 from flax import nnx
 
 import jaxablate as ja
-from jaxablate._sweep import load_sweep, sweep, sweep_status
-
-# the module, not the function ``ja.sweep`` that shadows it as an attribute of the package
-sweep_mod = importlib.import_module("jaxablate._sweep")
+from jaxablate._evaluate import _naive_chunk
+from tests._compile import no_new_compilations
 
 WORKER = Path(__file__).with_name("_sweep_worker.py")
 CFG = ja.ModelConfig(
@@ -55,16 +52,15 @@ def loop_values(model, comps, rows, tokens, metric=ja.metrics.loss, ablation=Non
     return np.array(out)
 
 
-def run(setup, out, rows="all", **kw):
+def run(setup, out, rows="all", fn=ja.sweep, **kw):
+    """``fn`` (``ja.sweep`` or ``ja.sweep_chunks``) on the setup; ``(result, chunks computed)``."""
     model, comps, tokens, _, _ = setup
     computed = []
     kw.setdefault("chunk_size", 3)
     kw.setdefault("eval_chunk_size", 2)
     kw.setdefault("progress", False)
-    values = sweep(
-        model, comps, rows, tokens, out, on_chunk=lambda c, a, b: computed.append(c), **kw
-    )
-    return values, computed
+    result = fn(model, comps, rows, tokens, out, on_chunk=lambda c, a, b: computed.append(c), **kw)
+    return result, computed
 
 
 def test_sweep_equals_loop_and_load_sweep(setup, tmp_path):
@@ -73,7 +69,7 @@ def test_sweep_equals_loop_and_load_sweep(setup, tmp_path):
     assert values.dtype == np.float32 and values.shape == (16,)
     np.testing.assert_allclose(values, ref, rtol=1e-5, atol=1e-6)
     assert computed == list(range(6))  # 16 rows in chunks of 3
-    loaded, meta = load_sweep(tmp_path / "s")
+    loaded, meta = ja.load_sweep(tmp_path / "s")
     np.testing.assert_array_equal(loaded, values)
     assert meta["components"] == comps.names
     assert (meta["n_rows"], meta["chunk_size"], meta["n_chunks"]) == (16, 3, 6)
@@ -82,7 +78,7 @@ def test_sweep_equals_loop_and_load_sweep(setup, tmp_path):
     assert meta["tokens_shape"] == [3, 6] and len(meta["weights_sha256"]) == 64
     assert {"jax", "jaxablate", "numpy"} <= set(meta["versions"])
     assert sorted(os.listdir(tmp_path / "s" / "chunks"))[0] == "chunk_00000000.npz"
-    assert sweep_status(tmp_path / "s", verify=True)["complete"]
+    assert ja.sweep_status(tmp_path / "s", verify=True).complete
 
 
 def test_resume_reads_finished_chunks_and_recomputes_bad_ones(setup, tmp_path, caplog):
@@ -107,17 +103,18 @@ def test_resume_reads_finished_chunks_and_recomputes_bad_ones(setup, tmp_path, c
     path = chunks / "chunk_00000005.npz"  # valid file of another row range
     with open(path, "wb") as f:
         np.savez(f, values=np.zeros(1, np.float32), start=0, stop=1, sha256="x")
-    status = sweep_status(out, verify=True)
-    assert (status["missing"], status["corrupt"]) == ([2], [1, 4, 5])
-    assert sweep_status(out)["missing"] == [2]  # without verify only presence counts
+    status = ja.sweep_status(out, verify=True)
+    assert (status.missing, status.corrupt) == ((2,), (1, 4, 5))
+    assert (status.chunks_done, status.rows_done, status.complete) == (2, 6, False)
+    assert ja.sweep_status(out).missing == (2,)  # without verify only presence counts
     with pytest.raises(ValueError, match=r"1 of 6 chunks missing.*3 corrupt"):
-        load_sweep(out)
+        ja.load_sweep(out)
     with caplog.at_level("WARNING", logger="jaxablate.sweep"):
         values, computed = run(setup, out)
     assert sorted(computed) == [1, 2, 4, 5]
     assert "checksum mismatch" in caplog.text and "unreadable" in caplog.text
     np.testing.assert_allclose(values, ref, rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(load_sweep(out)[0], values)
+    np.testing.assert_array_equal(ja.load_sweep(out)[0], values)
 
 
 def test_explicit_rows_other_ablation_and_metric_object(setup, tmp_path):
@@ -130,7 +127,7 @@ def test_explicit_rows_other_ablation_and_metric_object(setup, tmp_path):
     expected = loop_values(model, comps, rows, tokens, metric=metric, ablation=abl)
     np.testing.assert_allclose(values, expected, rtol=1e-5, atol=1e-6)
     assert computed == [0, 1, 2]
-    loaded, meta = load_sweep(tmp_path / "s")
+    loaded, meta = ja.load_sweep(tmp_path / "s")
     np.testing.assert_array_equal(loaded, values)
     np.testing.assert_array_equal(meta["rows_array"], rows)
     assert meta["rows"]["kind"] == "explicit" and meta["rows"]["shape"] == [7, 4]
@@ -157,12 +154,12 @@ def _changes(setup):
 def test_mismatched_manifest_is_refused(setup, tmp_path, field):
     model, comps, tokens, _, _ = setup
     out = tmp_path / "s"
-    sweep(model, comps, "all", tokens, out, chunk_size=3, eval_chunk_size=8, progress=False)
+    ja.sweep(model, comps, "all", tokens, out, chunk_size=3, eval_chunk_size=8, progress=False)
     before = (out / "manifest.json").read_bytes()
     args = {"model": model, "comps": comps, "rows": "all", "tokens": tokens, "chunk_size": 3}
     args.update(_changes(setup)[field]())
     with pytest.raises(ValueError, match=rf"different arguments(.|\n)*  {field}: .* vs "):
-        sweep(
+        ja.sweep(
             args["model"],
             args["comps"],
             args["rows"],
@@ -187,7 +184,7 @@ def test_equivalent_call_resumes(setup, tmp_path):
     np.testing.assert_allclose(values, ref, rtol=1e-5, atol=1e-6)
     assert json.loads((out / "manifest.json").read_text())["chunk_size"] == 5
     computed = []
-    sweep(
+    ja.sweep(
         model,
         comps,
         "all",
@@ -199,22 +196,32 @@ def test_equivalent_call_resumes(setup, tmp_path):
     assert computed == []
 
 
-def test_auto_chunk_size():
-    assert sweep_mod._auto_chunk(16, 1) == 16
-    assert sweep_mod._auto_chunk(2**20, 1) == 2**14
-    assert sweep_mod._auto_chunk(16, 2) == 2
-    assert sweep_mod._auto_chunk(3, 4) == 1
+@pytest.mark.parametrize(
+    ("n_rows", "worker", "chunk", "own"),
+    [(16, (0, 1), 16, [0]), (16, (1, 2), 2, [1, 3, 5, 7]), (3, (2, 4), 1, [2])],
+)
+def test_auto_chunk_size(setup, tmp_path, n_rows, worker, chunk, own):
+    """One chunk for one worker; with k workers about four chunks each, at least one row."""
+    rows = ja.subsets.all(4)[:n_rows]
+    status, computed = run(
+        setup, tmp_path / "s", rows=rows, fn=ja.sweep_chunks, chunk_size="auto", worker=worker
+    )
+    assert computed == own
+    assert (status.n_rows, status.n_chunks) == (n_rows, -(-n_rows // chunk))
+    assert json.loads((tmp_path / "s" / "manifest.json").read_text())["chunk_size"] == chunk
 
 
 def test_workers_split_chunks_and_wait(setup, tmp_path):
+    """sweep_chunks computes one worker's chunks and returns; sweep waits for all of them."""
     ref = setup[3]
     out = tmp_path / "s"
-    values, computed = run(setup, out, worker=(0, 2), wait=False)
-    assert values is None and computed == [0, 2, 4]
-    status = sweep_status(out)
-    assert status["missing"] == [1, 3, 5] and status["rows_done"] == 9 and not status["complete"]
+    status, computed = run(setup, out, fn=ja.sweep_chunks, worker=(0, 2))
+    assert computed == [0, 2, 4]
+    assert status == ja.sweep_status(out)
+    assert isinstance(status, ja.SweepStatus) and not status.complete
+    assert (status.missing, status.corrupt, status.rows_done) == ((1, 3, 5), (), 9)
     with pytest.raises(ValueError, match="3 of 6 chunks missing"):
-        load_sweep(out)
+        ja.load_sweep(out)
     with pytest.raises(TimeoutError, match="3 of 6 chunks still missing"):
         run(setup, out, worker=(0, 2), timeout=0.1, poll_interval=0.02)
     values, computed = run(setup, out, worker=(1, 2))
@@ -222,6 +229,23 @@ def test_workers_split_chunks_and_wait(setup, tmp_path):
     np.testing.assert_allclose(values, ref, rtol=1e-5, atol=1e-6)
     values, computed = run(setup, out, worker=(0, 2))
     assert computed == []
+    np.testing.assert_allclose(values, ref, rtol=1e-5, atol=1e-6)
+    status, computed = run(setup, out, fn=ja.sweep_chunks, worker=(1, 2))
+    assert computed == [] and status.complete and status.chunks_done == 6
+
+
+def test_short_last_chunk_does_not_recompile(setup, tmp_path):
+    """The last on-disk chunk (1 of 16 rows) is padded to the compiled size of the others."""
+    _, _, _, ref, _ = setup
+    out = tmp_path / "s"
+    kw = {"fn": ja.sweep_chunks, "share_prefix": False}  # shapes depend on the sizes alone
+    _, computed = run(setup, out, worker=(0, 6), **kw)
+    assert computed == [0]
+    with no_new_compilations(_naive_chunk):
+        _, computed = run(setup, out, worker=(5, 6), **kw)
+    assert computed == [5]
+    values, computed = run(setup, out, share_prefix=False)
+    assert computed == [1, 2, 3, 4]
     np.testing.assert_allclose(values, ref, rtol=1e-5, atol=1e-6)
 
 
@@ -250,6 +274,8 @@ def test_progress_bar_only_on_a_terminal(setup, tmp_path, monkeypatch, capsys):
         ({"chunk_size": 0}, "chunk_size must be"),
         ({"eval_chunk_size": "big"}, "eval_chunk_size must be"),
         ({"ablation": "zero"}, "ablation must be"),
+        ({"mesh": "cpu"}, "mesh must be a jax.sharding.Mesh"),
+        ({"rows": np.zeros((0, 4), bool)}, "at least one row"),
     ],
 )
 def test_invalid_arguments(setup, tmp_path, kw, match):
@@ -258,15 +284,21 @@ def test_invalid_arguments(setup, tmp_path, kw, match):
     assert not (tmp_path / "s" / "manifest.json").exists()
 
 
-def test_all_rows_limit(setup, tmp_path, monkeypatch):
-    monkeypatch.setattr(sweep_mod, "MAX_ALL_PLAYERS", 3)
-    with pytest.raises(ValueError, match="2\\^4 subsets"):
-        run(setup, tmp_path / "s")
+def test_all_rows_limit(tmp_path):
+    """rows='all' over more than 30 components is refused before anything is written."""
+    cfg = ja.ModelConfig(
+        n_layers=1, n_heads=31, d_model=4, d_head=1, d_mlp=4, vocab_size=5, n_ctx=4
+    )
+    model = ja.Transformer(cfg, rngs=nnx.Rngs(0))
+    tokens = np.zeros((1, 4), np.int32)
+    with pytest.raises(ValueError, match=r"2\^31 subsets \(limit 30\)"):
+        ja.sweep(model, ja.heads(cfg), "all", tokens, tmp_path / "s", progress=False)
+    assert not (tmp_path / "s").exists()
 
 
 def test_load_sweep_of_non_sweep_directory(tmp_path):
     with pytest.raises(ValueError, match="not a sweep directory"):
-        load_sweep(tmp_path)
+        ja.load_sweep(tmp_path)
 
 
 # ------------------------------------------------------------------------ subprocesses
@@ -356,7 +388,7 @@ def test_two_processes_with_jax_distributed(setup, tmp_path):
     single, _ = run(setup, tmp_path / "single", chunk_size=2)
     for r in reports:
         np.testing.assert_allclose(np.float32(r["values"]), single, rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(load_sweep(out)[0], single, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(ja.load_sweep(out)[0], single, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(single, ref, rtol=1e-5, atol=1e-6)
 
 
@@ -367,6 +399,6 @@ def test_position_metric_sweep_and_changed_position_is_refused(setup, tmp_path):
     values, _ = run(setup, tmp_path / "s", metric=last)
     expected = loop_values(model, comps, ja.subsets.all(len(comps)), tokens, metric=last)
     np.testing.assert_allclose(values, expected, rtol=1e-5, atol=1e-5)
-    assert load_sweep(tmp_path / "s")[1]["metric"]["positions"] == [-1]
+    assert ja.load_sweep(tmp_path / "s")[1]["metric"]["positions"] == [-1]
     with pytest.raises(ValueError, match=r"different arguments(.|\n)*  metric: .* vs "):
         run(setup, tmp_path / "s", metric=ja.metrics.logit_diff(1, 2, position=-2))

@@ -4,8 +4,6 @@ loop over subsets and brute-force Shapley values, pair interactions and spectrum
 import itertools
 import math
 import re
-import sys
-import types
 
 import jax
 import numpy as np
@@ -13,7 +11,7 @@ import pytest
 from flax import nnx
 
 import jaxablate as ja
-from jaxablate._sweep import load_sweep, sweep
+from jaxablate import sweep_cli
 from jaxablate.cli import main
 from jaxablate.sweep_cli import parse_components, resolve_model
 
@@ -105,7 +103,7 @@ def test_sweep_then_show(setup, tmp_path, capsys):
     argv += ["--components", "heads:1,mlp", "--ablation", "mean", "--out", str(out)]
     assert main([*argv, "--chunk-size", "3", "--no-progress"]) == 0
     assert "swept 16 subsets of 4 components" in capsys.readouterr().out
-    values, meta = load_sweep(out)
+    values, meta = ja.load_sweep(out)
     comps = ja.heads(CFG, [1]) + ja.blocks(CFG, "mlp")
     expected = loop_values(model, comps, tokens, ja.metrics.loss, ja.ablation.mean(model, tokens))
     np.testing.assert_allclose(values, expected, rtol=1e-5, atol=1e-6)
@@ -142,11 +140,12 @@ def test_resample_kl_and_workers(setup, tmp_path, capsys):
     argv += ["--components", "L0H0,L1.attn", "--ablation", "resample", "--metric", "kl"]
     argv += ["--ref-tokens", str(root / "ref.npy"), "--out", str(out), "--chunk-size", "1"]
     assert main([*argv, "--worker", "0/2", "--no-wait"]) == 0
-    assert "other workers' chunks missing" in capsys.readouterr().out
+    assert "2 of 4 chunks in" in capsys.readouterr().out  # other workers' chunks missing
     assert main(["show", str(out)]) == 2
     assert "2 of 4 chunks missing" in capsys.readouterr().err
-    assert main([*argv, "--worker", "1/2"]) == 0
-    values, meta = load_sweep(out)
+    assert main([*argv, "--worker", "1/2", "--no-wait"]) == 0  # the last worker: complete
+    assert "swept 4 subsets of 2 components" in capsys.readouterr().out
+    values, meta = ja.load_sweep(out)
     comps = parse_components(CFG, "L0H0,L1.attn")
     metric = ja.metrics.kl_to_clean(model, tokens)
     expected = loop_values(model, comps, tokens, metric, ja.ablation.resample(model, ref))
@@ -161,7 +160,7 @@ def test_logit_diff_metric(setup, tmp_path, capsys):
     argv += ["--components", "heads", "--no-progress"]
     out = tmp_path / "s"
     assert main([*argv, "--metric", "logit_diff:3:5:-2", "--out", str(out)]) == 0
-    values, meta = load_sweep(out)
+    values, meta = ja.load_sweep(out)
     metric = ja.metrics.logit_diff(3, 5, position=-2)
     expected = loop_values(model, ja.heads(CFG), tokens, metric, None)
     np.testing.assert_allclose(values, expected, rtol=1e-5, atol=1e-5)
@@ -193,7 +192,7 @@ def test_errors(setup, tmp_path, capsys):
     capsys.readouterr()
     comps = ja.heads(CFG, [1]) + ja.blocks(CFG, "mlp")
     rows = ja.subsets.loco(len(comps))
-    sweep(model, comps, rows, tokens, tmp_path / "loco", chunk_size=3, progress=False)
+    ja.sweep(model, comps, rows, tokens, tmp_path / "loco", chunk_size=3, progress=False)
     assert main(["show", str(tmp_path / "loco")]) == 2
     assert "show needs a sweep over all subsets" in capsys.readouterr().err
     assert main(["show", str(tmp_path)]) == 2
@@ -202,10 +201,8 @@ def test_errors(setup, tmp_path, capsys):
 
 def test_model_by_toy_name(setup, monkeypatch):
     model = setup[0]
-    stub = types.ModuleType("jaxablate.pretrained")
-    stub.list_pretrained = lambda: ["stub-2l"]
-    stub.load_pretrained = lambda name: (model, f"task of {name}")
-    monkeypatch.setitem(sys.modules, "jaxablate.pretrained", stub)
+    monkeypatch.setattr(sweep_cli, "list_pretrained", lambda: ["stub-2l"])
+    monkeypatch.setattr(sweep_cli, "load_pretrained", lambda name: (model, f"task of {name}"))
     assert resolve_model("stub-2l") is model
     with pytest.raises(ValueError, match=r"shipped: \['stub-2l'\]"):
         resolve_model("other")
