@@ -1,6 +1,7 @@
 """Butterfly transforms over ``[..., 2^n]`` tables and the exact weights they need.
 
-Private helpers of :mod:`jaxablate.interactions`. Every transform here works on the last axis of
+Private helpers of :mod:`jaxablate.interactions` (also used by its shapiq interop and
+:mod:`jaxablate.games`). Every transform here works on the last axis of
 an array read as ``[2] * n`` in the project's bit order (coalition ``r`` holds player ``i`` iff
 ``(r >> i) & 1``), so player ``i`` is the middle axis of the reshape
 ``[..., 2^(n-1-i), 2, 2^i]``. A transform applies the same 2x2 map ``(a, b) -> (a', b')`` to every
@@ -24,25 +25,38 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.core import Tracer
 from jaxtyping import Array, ArrayLike, Float, Int
+
+from jaxablate._checks import MAX_TABLE_PLAYERS
 
 Pair = Callable[[Array, Array], tuple[Array, Array]]
 
-MAX_PLAYERS = 26
-"""Largest ``n`` accepted: a float32 table over 26 players is 256 MiB, and the transforms keep a
-few such buffers alive (``WORK_BUFFERS``)."""
+MAX_PLAYERS = MAX_TABLE_PLAYERS
+"""Largest ``n`` accepted (:data:`jaxablate._checks.MAX_TABLE_PLAYERS`): a float32 table over 26
+players is 256 MiB, and the transforms keep a few such buffers alive (``WORK_BUFFERS``)."""
 
 WORK_BUFFERS = 4
+"""Tables of ``2^n`` values a transform keeps alive at once (for the memory in error messages)."""
 
 
 # ------------------------------------------------------------------ input validation
 
 
 def gib(nbytes: float) -> str:
+    """``nbytes`` spelled in GiB and in bytes, for error messages."""
     return f"{nbytes / 2**30:.3g} GiB ({int(nbytes):,} bytes)"
 
 
 def check_n(n: int, what: str, batch: int = 1, itemsize: int = 4) -> None:
+    """Raises ``ValueError`` naming the memory needed if ``n > MAX_PLAYERS``.
+
+    Args:
+        n: Number of players.
+        what: Name of the argument (or caller) for the message.
+        batch: Number of tables along the leading axes.
+        itemsize: Bytes per value.
+    """
     if n > MAX_PLAYERS:
         need = WORK_BUFFERS * batch * 2**n * itemsize
         raise ValueError(
@@ -53,6 +67,7 @@ def check_n(n: int, what: str, batch: int = 1, itemsize: int = 4) -> None:
 
 
 def players_of(shape: tuple[int, ...], what: str) -> int:
+    """``n`` of a ``[..., 2^n]`` shape, else ``ValueError`` naming ``what``."""
     if len(shape) == 0:
         raise ValueError(f"{what} must have a last axis of 2^n coalitions; got a scalar.")
     size = shape[-1]
@@ -65,6 +80,8 @@ def players_of(shape: tuple[int, ...], what: str) -> int:
 
 
 def float_dtype(dtype: Any, what: str) -> Any:
+    """The float dtype a table of ``dtype`` is computed in (at least float32; ints and bools
+    give the default float); ``ValueError`` for complex or non-numeric dtypes."""
     if jnp.issubdtype(dtype, jnp.complexfloating) or not (
         jnp.issubdtype(dtype, jnp.number) or jnp.issubdtype(dtype, jnp.bool_)
     ):
@@ -82,7 +99,7 @@ def as_table(values: ArrayLike, what: str = "values") -> tuple[Array, int]:
     n = players_of(shape, what)
     dtype = float_dtype(values.dtype, what)
     check_n(n, what, math.prod(shape[:-1]), jnp.dtype(dtype).itemsize)
-    if not isinstance(values, jax.core.Tracer) and not all_finite(values):
+    if not isinstance(values, Tracer) and not all_finite(values):
         bad = np.argwhere(~np.isfinite(np.asarray(values)))
         raise ValueError(
             f"{what} must be finite; got {len(bad)} NaN/inf entries of {math.prod(shape)}, "
@@ -101,6 +118,7 @@ def all_finite(values: jax.Array | np.ndarray) -> bool:
 
 
 def check_k(k: int, n: int) -> None:
+    """Raises ``ValueError`` unless ``k`` is a Python int with ``1 <= k <= n``."""
     if isinstance(k, bool) or not isinstance(k, int | np.integer):
         raise ValueError(f"k must be a Python int with 1 <= k <= n = {n}; got {k!r}.")
     if not 1 <= k <= n:
@@ -161,7 +179,7 @@ def walsh_hadamard(x: Array, n: int) -> Array:
     return butterfly(x, n, lambda a, b: ((a + b) * 0.5, (a - b) * 0.5))
 
 
-def integrate(x: Array, n: int, nodes: np.ndarray, weights: Array) -> Array:
+def integrate(x: Array, n: int, nodes: np.ndarray, weights: np.ndarray | Array) -> Array:
     """``sum_q weights[q] * derivative_at(x, n, nodes[q])`` with a ``fori_loop`` over nodes.
 
     One compiled pass body, whatever the number of nodes; memory stays ``O(2^n)``.
@@ -175,7 +193,7 @@ def integrate(x: Array, n: int, nodes: np.ndarray, weights: Array) -> Array:
     return jax.lax.fori_loop(0, len(nodes), body, jnp.zeros_like(x))
 
 
-def graded_superset(x: Array, n: int, table: Array) -> Array:
+def graded_superset(x: Array, n: int, table: np.ndarray | Array) -> Array:
     """``y(S) = sum_{T ⊇ S} table[|S|, |T|] * x(T)`` for a weight table over the two sizes.
 
     One superset-sum transform per output size whose row of ``table`` is non-zero (rows that
@@ -217,7 +235,7 @@ def bernoulli(k: int) -> list[Fraction]:
     """Bernoulli numbers ``B_0..B_k`` with ``B_1 = -1/2`` (as ``scipy.special.bernoulli``)."""
     b = [Fraction(1)]
     for m in range(1, k + 1):
-        b.append(-sum(math.comb(m + 1, j) * b[j] for j in range(m)) / (m + 1))
+        b.append(-sum((math.comb(m + 1, j) * b[j] for j in range(m)), Fraction(0)) / (m + 1))
     return b
 
 
@@ -263,11 +281,13 @@ def faith_shapley_table(n: int, k: int) -> np.ndarray:
 
 @jax.jit
 def table_mobius(x: Array) -> Array:
+    """Möbius transform of the last axis (see :func:`mobius`)."""
     return mobius(x, x.shape[-1].bit_length() - 1)
 
 
 @jax.jit
 def table_zeta(x: Array) -> Array:
+    """Zeta transform of the last axis (see :func:`zeta`)."""
     return zeta(x, x.shape[-1].bit_length() - 1)
 
 
@@ -292,12 +312,14 @@ def marginal_values(x: Array, banzhaf: bool) -> Array:
 
 @jax.jit
 def table_sii(x: Array) -> Array:
+    """SII of every coalition: ``∫_0^1 F_t dt`` by exact Gauss-Legendre quadrature."""
     n = x.shape[-1].bit_length() - 1
     return integrate(x, n, *gauss_legendre01(n))
 
 
 @jax.jit
 def table_bii(x: Array) -> Array:
+    """BII of every coalition: ``F_{1/2}``."""
     return derivative_at(x, x.shape[-1].bit_length() - 1, 0.5)
 
 
@@ -305,7 +327,8 @@ def table_bii(x: Array) -> Array:
 
 
 @jax.jit
-def table_k_sii(x: Array, k: Array, table: Array) -> Array:
+def table_k_sii(x: Array, k: int | Array, table: np.ndarray | Array) -> Array:
+    """k-SII from SII by the Bernoulli sums of :func:`k_sii_table`; entry 0 holds ``v(∅)``."""
     n = x.shape[-1].bit_length() - 1
     sii = integrate(x, n, *gauss_legendre01(n))
     sizes = lift(sizes_of(n), x.ndim)
@@ -314,7 +337,8 @@ def table_k_sii(x: Array, k: Array, table: Array) -> Array:
 
 
 @jax.jit
-def table_shapley_taylor(x: Array, k: Array, weights: Array) -> Array:
+def table_shapley_taylor(x: Array, k: int | Array, weights: np.ndarray | Array) -> Array:
+    """STII: Möbius below ``k``, the :func:`stii_weights` integral at ``k``, zero above."""
     n = x.shape[-1].bit_length() - 1
     top = integrate(x, n, gauss_legendre01(n)[0], weights)
     sizes = lift(sizes_of(n), x.ndim)
@@ -322,7 +346,8 @@ def table_shapley_taylor(x: Array, k: Array, weights: Array) -> Array:
 
 
 @jax.jit
-def table_faith_shapley(x: Array, k: Array, table: Array) -> Array:
+def table_faith_shapley(x: Array, k: int | Array, table: np.ndarray | Array) -> Array:
+    """Faith-Shap: Möbius up to ``k`` plus the off-diagonal :func:`faith_shapley_table` sums."""
     n = x.shape[-1].bit_length() - 1
     m = mobius(x, n)
     sizes = lift(sizes_of(n), x.ndim)
@@ -331,6 +356,7 @@ def table_faith_shapley(x: Array, k: Array, table: Array) -> Array:
 
 @jax.jit
 def table_spectrum(x: Array) -> Array:
+    """Share of the Walsh-Hadamard power at each degree (``[1, 0, ...]`` for a constant)."""
     n = x.shape[-1].bit_length() - 1
     power = jnp.square(walsh_hadamard(x, n))
     by_degree = jax.ops.segment_sum(jnp.moveaxis(power, -1, 0), sizes_of(n), n + 1)
@@ -342,6 +368,7 @@ def table_spectrum(x: Array) -> Array:
 
 @jax.jit
 def table_loco(x: Array) -> Array:
+    """``v(N) - v(N \\ i)`` for every player."""
     n = x.shape[-1].bit_length() - 1
     full = 2**n - 1
     without = np.array([full ^ (1 << i) for i in range(n)])
@@ -350,6 +377,7 @@ def table_loco(x: Array) -> Array:
 
 @jax.jit
 def table_removal_pairs(x: Array) -> Array:
+    """``v(N) - v(N \\ i) - v(N \\ j) + v(N \\ ij)``, zero diagonal."""
     n = x.shape[-1].bit_length() - 1
     full = 2**n - 1
     bit = 1 << np.arange(n)
@@ -361,6 +389,7 @@ def table_removal_pairs(x: Array) -> Array:
 
 @jax.jit
 def table_pairs(x: Array) -> Array:
+    """Order-2 entries as a symmetric ``[n, n]`` matrix, zero diagonal."""
     n = x.shape[-1].bit_length() - 1
     bit = 1 << np.arange(n)
     out = x[..., bit[:, None] | bit[None, :]]

@@ -23,19 +23,22 @@ and the transforms keep a few such buffers); a larger table raises ``ValueError`
 memory the call would need. Input checks (shape, size limit, ``k``) always run; the NaN/inf
 check runs only when the input is concrete: under ``jax.jit`` the values are tracers and the
 check is skipped.
+
+The transforms here need no model; this module also re-exports the shapiq interop
+(:func:`to_shapiq`, :func:`from_shapiq`, ``SHAPIQ_INDICES``, from :mod:`jaxablate._shapiq`) and
+the model-driven :class:`ShapiqGame` (from :mod:`jaxablate.games`, beside the evaluator).
 """
 
-import importlib
-import itertools
 import math
-from collections.abc import Callable
-from typing import Any
 
 import numpy as np
-from jaxtyping import Array, ArrayLike, Bool, Float, Int, Real
+from jaxtyping import Array, ArrayLike, Float, Int, Real
 
 from jaxablate import _transforms as tf
+from jaxablate._checks import non_negative_int
+from jaxablate._shapiq import SHAPIQ_INDICES, from_shapiq, to_shapiq
 from jaxablate._transforms import MAX_PLAYERS
+from jaxablate.games import ShapiqGame
 
 __all__ = [
     "MAX_PLAYERS",
@@ -60,9 +63,6 @@ __all__ = [
     "zeta",
 ]
 
-SHAPIQ_INDICES = ("Moebius", "SII", "BII", "k-SII", "STII", "FSII", "SV", "BV")
-"""Index names accepted by :func:`to_shapiq` (shapiq's spelling)."""
-
 
 def n_players(values: ArrayLike) -> int:
     """Number of players ``n`` of a ``[..., 2^n]`` table (from its shape only).
@@ -82,10 +82,9 @@ def coalition_sizes(n: int) -> Int[Array, " n_coalitions"]:
     Raises:
         ValueError: If ``n`` is negative or larger than ``MAX_PLAYERS``.
     """
-    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
-        raise ValueError(f"n must be an int >= 0; got {n!r}.")
-    tf.check_n(int(n), "coalition_sizes")
-    return tf.sizes_of(int(n))
+    n = non_negative_int("n", n)
+    tf.check_n(n, "coalition_sizes")
+    return tf.sizes_of(n)
 
 
 # ---------------------------------------------------------------------------- public transforms
@@ -363,205 +362,3 @@ def spectrum(values: Real[ArrayLike, "... n_coalitions"]) -> Float[Array, "... n
     """
     x, _ = tf.as_table(values)
     return tf.table_spectrum(x)
-
-
-# ---------------------------------------------------------------------------- shapiq interop
-
-
-def _shapiq_order(n: int, min_order: int, max_order: int) -> list[tuple[int, ...]]:
-    """Coalitions of ``min_order..max_order`` players, by size then lexicographic (as shapiq)."""
-    return [
-        c
-        for size in range(min_order, max_order + 1)
-        for c in itertools.combinations(range(n), size)
-    ]
-
-
-def _import_shapiq() -> Any:
-    try:
-        import shapiq
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "shapiq interop needs the optional extra: pip install jaxablate[shapiq]"
-        ) from err
-    return shapiq
-
-
-def to_shapiq(
-    per_coalition: Real[ArrayLike, " n_coalitions"],
-    index: str,
-    order: int,
-    *,
-    baseline_value: float | None = None,
-    min_order: int = 0,
-) -> Any:
-    """Wraps a per-coalition array as a ``shapiq.InteractionValues`` (needs the shapiq extra).
-
-    Keeps the coalitions with ``min_order <= |S| <= order``. Read the result with
-    ``.dict_values`` (tuple of players -> value) or ``iv[(i, j)]``; :func:`from_shapiq` goes back.
-
-    Args:
-        per_coalition: One ``[2^n]`` array in bit order (no batch axes), e.g. from
-            :func:`k_sii` or :func:`shapley_interaction`.
-        index: shapiq's name of the index, one of ``SHAPIQ_INDICES``: ``"Moebius"``,
-            ``"SII"``, ``"BII"``, ``"k-SII"``, ``"STII"``, ``"FSII"``, ``"SV"``, ``"BV"``.
-            ``"SV"``/``"BV"`` take the output of :func:`shapley_interaction` /
-            :func:`banzhaf_interaction` with ``order=1``; their ``()`` entry is set to
-            ``baseline_value`` as shapiq does.
-        order: Largest coalition size kept (shapiq's ``max_order``), ``1 <= order <= n``.
-        baseline_value: ``v(∅)``. Defaults to ``per_coalition[0]``, which is ``v(∅)`` for
-            :func:`mobius`, :func:`k_sii`, :func:`shapley_taylor` and :func:`faith_shapley`;
-            required for ``"SII"``, ``"BII"``, ``"SV"`` and ``"BV"``, whose entry 0 is not ``v(∅)``.
-        min_order: Smallest coalition size kept, ``0 <= min_order <= order``.
-
-    Returns:
-        ``shapiq.InteractionValues`` with ``estimated=False``.
-
-    Raises:
-        ImportError: If shapiq is not installed.
-        ValueError: Bad shape, index, orders, a missing ``baseline_value``, or NaN/inf.
-    """
-    host = np.array(per_coalition, dtype=np.float64)  # float64 even when x64 is off
-    _, n = tf.as_table(host, "per_coalition")
-    if host.ndim != 1:
-        raise ValueError(
-            f"per_coalition must be one table [2^n] without batch axes; got shape {host.shape}."
-        )
-    if index not in SHAPIQ_INDICES:
-        raise ValueError(f"index must be one of {SHAPIQ_INDICES}; got {index!r}.")
-    if isinstance(order, bool) or not isinstance(order, int | np.integer) or not 1 <= order <= n:
-        raise ValueError(f"order must be an int with 1 <= order <= n = {n}; got {order!r}.")
-    if index in ("SV", "BV") and order != 1:
-        raise ValueError(f"index {index!r} needs order = 1; got order = {order}.")
-    if not 0 <= min_order <= order:
-        raise ValueError(
-            f"min_order must satisfy 0 <= min_order <= order = {order}; got {min_order}."
-        )
-    if baseline_value is None:
-        if index in ("SII", "BII", "SV", "BV"):
-            raise ValueError(
-                f"index {index!r}: pass baseline_value=v(∅) (entry 0 of a {index} array is not "
-                "v(∅))."
-            )
-        baseline_value = float(host[0])
-    shapiq = _import_shapiq()
-    if index in ("SV", "BV"):
-        host[0] = baseline_value
-    coalitions = _shapiq_order(n, int(min_order), int(order))
-    codes = np.array([sum(1 << i for i in c) for c in coalitions], dtype=np.int64)
-    return shapiq.InteractionValues(
-        values=host[codes],
-        index=index,
-        max_order=int(order),
-        min_order=int(min_order),
-        n_players=n,
-        interaction_lookup={c: j for j, c in enumerate(coalitions)},
-        estimated=False,
-        baseline_value=float(baseline_value),
-    )
-
-
-def from_shapiq(interaction_values: Any) -> np.ndarray:
-    """Reads a ``shapiq.InteractionValues`` into a float64 ``[2^n]`` array in bit order.
-
-    Coalitions it does not hold are 0. Uses ``.dict_values``, not the ``.values`` order.
-
-    Args:
-        interaction_values: A ``shapiq.InteractionValues``.
-
-    Returns:
-        numpy float64 ``[2^n]`` with ``n = interaction_values.n_players``.
-    """
-    n = int(interaction_values.n_players)
-    tf.check_n(n, "interaction_values", itemsize=8)
-    out = np.zeros(2**n, dtype=np.float64)
-    for players, value in interaction_values.dict_values.items():
-        out[sum(1 << int(i) for i in players)] = value
-    return out
-
-
-class ShapiqGame:
-    """A shapiq-compatible game: ablation-study values of coalitions of model components.
-
-    Calling it on a ``bool [m, n]`` coalition matrix (``True`` = component kept) returns the
-    metric of each row via :func:`jaxablate.evaluate.evaluate`, so it plugs into shapiq's
-    approximators and ``shapiq.ExactComputer(game, n_players=game.n_players)``. Use
-    :meth:`from_value_fn` to wrap any ``rows -> values`` function instead.
-
-    Args:
-        model: The ``jaxablate.Transformer``.
-        comps: The players (``jaxablate.Components``); column ``i`` is ``comps[i]``.
-        tokens: ``int [batch, seq]`` inputs.
-        metric: ``(logits, tokens) -> [batch]``; loss-like metrics: lower is better.
-        ablation: Replacement for removed components.
-        chunk_size: Rows per compiled call (default: all rows in one call).
-
-    Attributes:
-        n_players: Number of players ``n``.
-    """
-
-    def __init__(
-        self,
-        model: Any,
-        comps: Any,
-        tokens: Int[ArrayLike, "batch seq"],
-        *,
-        metric: Callable[..., Any],
-        ablation: Any,
-        chunk_size: int | None = None,
-    ) -> None:
-        self.n_players = len(comps)
-
-        def value_fn(rows: np.ndarray) -> np.ndarray:
-            # Lazy, and by module path: ``jaxablate.evaluate`` may also name the function.
-            evaluate_module = importlib.import_module("jaxablate._evaluate")
-            return evaluate_module.evaluate(
-                model, comps, rows, tokens, metric=metric, ablation=ablation, chunk_size=chunk_size
-            )
-
-        self._value_fn: Callable[[np.ndarray], Any] = value_fn
-
-    @classmethod
-    def from_value_fn(
-        cls, value_fn: Callable[[np.ndarray], ArrayLike], n_players: int
-    ) -> "ShapiqGame":
-        """A game from any ``value_fn(rows: bool [m, n]) -> values [m]``."""
-        if isinstance(n_players, bool) or not isinstance(n_players, int) or n_players < 1:
-            raise ValueError(f"n_players must be an int >= 1; got {n_players!r}.")
-        game = cls.__new__(cls)
-        game.n_players = n_players
-        game._value_fn = value_fn
-        return game
-
-    def __call__(self, coalitions: Bool[ArrayLike, "n_masks n_players"]) -> np.ndarray:
-        """Values of the coalitions, float64 ``[m]`` (a 1-D coalition gives ``[1]``)."""
-        rows = np.asarray(coalitions)
-        if rows.ndim == 1:
-            rows = rows[None, :]
-        if rows.ndim != 2 or rows.shape[1] != self.n_players:
-            raise ValueError(
-                f"coalitions must be bool [m, n_players = {self.n_players}]; got shape "
-                f"{np.shape(coalitions)}."
-            )
-        out = np.asarray(self._value_fn(rows.astype(bool)), dtype=np.float64)
-        if out.shape != (rows.shape[0],):
-            raise ValueError(
-                f"the value function must return [m] = [{rows.shape[0]}] values; got {out.shape}."
-            )
-        return out
-
-    def table(self, chunk_rows: int | None = None) -> np.ndarray:
-        """Values of all ``2^n`` coalitions in bit order (``2^n`` evaluations), float64.
-
-        Args:
-            chunk_rows: Rows per call of the value function (default: all at once).
-        """
-        tf.check_n(self.n_players, "ShapiqGame", itemsize=8)
-        rows = _bit_rows(self.n_players)
-        step = chunk_rows or len(rows)
-        return np.concatenate([self(rows[i : i + step]) for i in range(0, len(rows), step)])
-
-
-def _bit_rows(n: int) -> np.ndarray:
-    """``bool [2^n, n]`` with ``rows[r, i] = (r >> i) & 1`` (bit order)."""
-    return ((np.arange(2**n)[:, None] >> np.arange(n)[None, :]) & 1).astype(bool)

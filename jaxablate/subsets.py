@@ -10,20 +10,27 @@ import math
 
 import jax
 import numpy as np
-from jaxtyping import Bool
+from jaxtyping import ArrayLike, Bool, Int
 
-#: Largest ``n`` for which :func:`all` materialises ``2^n`` rows.
-MAX_ALL = 24
+from jaxablate._checks import MAX_ROWS_PLAYERS, positive_int
+
+#: Largest ``n`` for which :func:`all` materialises ``2^n`` rows (an alias of
+#: :data:`jaxablate._checks.MAX_ROWS_PLAYERS`).
+MAX_ALL = MAX_ROWS_PLAYERS
+
+_N = "n (number of components)"
 
 
-def _check_n(n: int) -> int:
-    if not isinstance(n, int | np.integer) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"n (number of components) must be a positive int, got {n!r}")
-    return int(n)
+def bits(
+    codes: Int[ArrayLike, " n_masks"] | range, n: int
+) -> Bool[np.ndarray, "n_masks n_players"]:
+    """Rows of the coalitions with bitmasks ``codes``: ``rows[k, i] = (codes[k] >> i) & 1``.
 
-
-def bits(codes: np.ndarray, n: int) -> Bool[np.ndarray, "n_masks n_players"]:
-    """Rows of the coalitions with bitmasks ``codes``."""
+    Args:
+        codes: Bitmasks (an array, a list or a ``range``), e.g. ``range(start, stop)`` to stream
+            a slice of :func:`all` without materialising the rest.
+        n: Number of components (columns).
+    """
     codes = np.asarray(codes, dtype=np.int64)
     return ((codes[:, None] >> np.arange(n, dtype=np.int64)) & 1).astype(bool)
 
@@ -40,20 +47,20 @@ def all(n: int) -> Bool[np.ndarray, "n_masks n_players"]:
     Raises:
         ValueError: ``n > MAX_ALL``; the message gives the memory the rows would take.
     """
-    n = _check_n(n)
+    n = positive_int(_N, n)
     if n > MAX_ALL:
         need = (2**n) * n
         raise ValueError(
             f"subsets.all({n}) would materialise 2^{n} rows x {n} columns = {need / 2**30:.1f} GiB "
-            f"(limit n <= {MAX_ALL}); evaluate a sample, k-subsets, or stream chunks with "
-            "subsets.bits(range(start, stop), n)"
+            f"(limit n <= MAX_ALL = {MAX_ALL}); evaluate a sample, k-subsets, or stream chunks "
+            "with subsets.bits(range(start, stop), n)"
         )
     return bits(np.arange(2**n), n)
 
 
 def loco(n: int) -> Bool[np.ndarray, "n_masks n_players"]:
     """Leave-one-component-out rows: the full set, then each component removed alone."""
-    n = _check_n(n)
+    n = positive_int(_N, n)
     rows = np.ones((n + 1, n), dtype=bool)
     rows[np.arange(1, n + 1), np.arange(n)] = False
     return rows
@@ -61,12 +68,15 @@ def loco(n: int) -> Bool[np.ndarray, "n_masks n_players"]:
 
 def k_subsets(n: int, k: int) -> Bool[np.ndarray, "n_masks n_players"]:
     """All subsets of exactly ``k`` kept components, in increasing bitmask order."""
-    n = _check_n(n)
-    if not isinstance(k, int | np.integer) or not 0 <= k <= n:
+    n = positive_int(_N, n)
+    if not isinstance(k, int | np.integer) or isinstance(k, bool) or not 0 <= k <= n:
         raise ValueError(f"k must be an int in [0, {n}], got {k!r}")
     count = math.comb(n, int(k))
     if count * n > 2**MAX_ALL * MAX_ALL:
-        raise ValueError(f"k_subsets({n}, {k}) has {count} rows, too many to materialise")
+        raise ValueError(
+            f"k_subsets({n}, {k}) has {count} rows, too many to materialise (limit: the "
+            f"2^{MAX_ALL} x {MAX_ALL} bools of subsets.all(MAX_ALL = {MAX_ALL}))"
+        )
     # Gosper's hack enumerates k-bit masks in increasing order without visiting other masks.
     out = np.empty(count, dtype=np.int64)
     if k == 0:
@@ -90,9 +100,8 @@ def sample(key: jax.Array, n: int, m: int, p: float = 0.5) -> Bool[np.ndarray, "
         m: Number of rows.
         p: Keep probability (0.5 draws uniformly over all subsets).
     """
-    n = _check_n(n)
-    if not isinstance(m, int | np.integer) or m < 1:
-        raise ValueError(f"m (number of rows) must be a positive int, got {m!r}")
+    n = positive_int(_N, n)
+    m = positive_int("m (number of rows)", m)
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"p must lie in [0, 1], got {p!r}")
-    return np.asarray(jax.random.bernoulli(key, p, (int(m), n)))
+    return np.asarray(jax.random.bernoulli(key, p, (m, n)))

@@ -10,6 +10,7 @@ import jax
 import numpy as np
 import pytest
 
+from jaxablate import _shapiq
 from jaxablate import interactions as ia
 
 shapiq = pytest.importorskip("shapiq")
@@ -150,6 +151,16 @@ def test_to_shapiq_min_order_and_errors() -> None:
             ia.to_shapiq(sii, "SV", 2, baseline_value=0.0)
         with pytest.raises(ValueError, match="batch"):
             ia.to_shapiq(np.zeros((2, 8)), "k-SII", 2)
+        with pytest.raises(ValueError, match="min_order"):
+            ia.to_shapiq(sii, "k-SII", 2, min_order=3)
+        with pytest.raises(ValueError, match="min_order must be a non-negative int"):
+            ia.to_shapiq(sii, "k-SII", 2, min_order=-1)
+
+
+def test_interop_is_reexported_from_its_module() -> None:
+    assert ia.to_shapiq is _shapiq.to_shapiq
+    assert ia.from_shapiq is _shapiq.from_shapiq
+    assert ia.SHAPIQ_INDICES is _shapiq.SHAPIQ_INDICES
 
 
 def test_shapiq_game_drives_shapiq() -> None:
