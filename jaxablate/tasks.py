@@ -18,24 +18,13 @@ from dataclasses import dataclass, field
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Float, Int, Key
 
+from jaxablate._checks import check_key, positive_int
 from jaxablate.metrics import token_cross_entropy
 
 BOS = 0
 """Token id of the beginning-of-sequence marker of the induction task."""
-
-
-def _check_key(key: object) -> jax.Array:
-    if not isinstance(key, jax.Array):
-        raise ValueError(f"key must be a jax.random key array, got {type(key).__name__}")
-    return key
-
-
-def _check_batch_size(batch_size: object) -> int:
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    return batch_size
 
 
 @dataclass(frozen=True)
@@ -151,9 +140,20 @@ class Task:
     lower_is_better: bool = True
     extra_metrics: Mapping[str, Callable[..., jax.Array]] = field(default_factory=dict)
 
-    def batch(self, key: jax.Array, batch_size: int) -> Int[Array, "batch seq"]:
-        """Draw ``batch_size`` sequences from ``key`` (same key, same batch)."""
-        return self.sampler(_check_key(key), _check_batch_size(batch_size))
+    def batch(self, key: Key[Array, ""], batch_size: int) -> Int[Array, "batch seq"]:
+        """Draw ``batch_size`` sequences from ``key`` (same key, same batch).
+
+        Args:
+            key: One ``jax.random`` key (``jax.random.key(0)`` or ``jax.random.PRNGKey(0)``).
+            batch_size: Number of sequences, a positive int.
+
+        Returns:
+            ``int32 [batch_size, seq_len]`` tokens.
+
+        Raises:
+            ValueError: ``key`` is not a single key, or ``batch_size`` not a positive int.
+        """
+        return self.sampler(check_key(key), positive_int("batch_size", batch_size))
 
     @property
     def metrics(self) -> dict[str, Callable[..., jax.Array]]:

@@ -7,7 +7,8 @@ Writes ``config.json`` + ``model.safetensors`` (``ja.save_model``) and ``metrics
 recipe, the final training loss and the task metrics on a fixed evaluation batch). ``--steps``
 overrides the recipe's step count (for quick checks; the shipped weights use the recipe).
 ``--check`` retrains and compares the metrics with the shipped ``metrics.json`` instead of
-writing anything.
+writing anything, within a tolerance (``CHECK_RTOL``): the same recipe gives bitwise-identical
+weights only on the same CPU and jax version.
 
 The loop: AdamW over the model's ``nnx.Param`` state, warm-up + cosine schedule, one jitted
 ``jax.lax.scan`` per chunk of steps. Per-head dropout draws a Bernoulli keep-mask per example and
@@ -30,9 +31,20 @@ import optax
 from flax import nnx
 
 import jaxablate as ja
-from jaxablate.pretrained import RECIPES, Recipe, shipped_metrics, task_metrics
+from jaxablate._checks import positive_int
+from jaxablate.models.pretrained import RECIPES, Recipe, shipped_metrics, task_metrics
+from jaxablate.tasks import Task
 
 CHUNK = 100  # optimiser steps per jitted scan
+
+# Retraining is bitwise reproducible only on the same CPU and jax version: over thousands of
+# steps, last-bit differences grow. Measured for modadd-1l (answer loss, 3000 steps): shipped
+# 0.01504, retrained on two other CPUs 0.01740 and 0.01811, and with the initial weights scaled
+# by (1 + 1e-7 * normal noise) 0.01685, 0.01625, 0.01648, 0.01558 (accuracy 1.0 in every run):
+# at most 20% from the shipped value. --check accepts 2.5 times that; another seed is outside
+# (seeds 1 and 2 give 0.0291 and 0.0517).
+CHECK_RTOL = 0.5  # losses
+CHECK_ACCURACY_ATOL = 0.01  # accuracies (names with "accuracy"): 5 of 512 evaluation examples
 
 
 def _schedule(recipe: Recipe, steps: int) -> optax.Schedule:
@@ -51,19 +63,15 @@ def _keep_heads(recipe: Recipe, key: jax.Array, n_layers: int, n_heads: int) -> 
     b, n = recipe.batch_size, n_layers * n_heads
     if recipe.head_dropout_mode == "independent":
         keep = jax.random.bernoulli(key, 1.0 - recipe.head_dropout, (b, n))
-    elif recipe.head_dropout_mode == "one":
+    else:  # "one" (Recipe validates the mode)
         k_drop, k_which = jax.random.split(key)
         drop = jax.random.bernoulli(k_drop, recipe.head_dropout, (b, 1))
         which = jax.random.randint(k_which, (b, 1), 0, n)
         keep = ~(drop & (jnp.arange(n)[None, :] == which))
-    else:
-        raise ValueError(
-            f"head_dropout_mode must be 'independent' or 'one', got {recipe.head_dropout_mode!r}"
-        )
     return keep.astype(jnp.float32).reshape(b, n_layers, n_heads)
 
 
-def _loss_fn(recipe: Recipe, task: ja.pretrained.Task, graphdef, state, key):
+def _loss_fn(recipe: Recipe, task: Task, graphdef, state, key):
     data_key, drop_key = jax.random.split(key)
     tokens = task.batch(data_key, recipe.batch_size)
     model = nnx.merge(graphdef, state)
@@ -81,10 +89,8 @@ def _loss_fn(recipe: Recipe, task: ja.pretrained.Task, graphdef, state, key):
         logits = model(tokens)
     if recipe.train_loss == "lm":
         per_example = ja.metrics.loss(logits, tokens)
-    elif recipe.train_loss == "metric":
+    else:  # "metric" (Recipe validates the loss)
         per_example = task.metric(logits, tokens)
-    else:
-        raise ValueError(f"train_loss must be 'lm' or 'metric', got {recipe.train_loss!r}")
     return per_example.mean()
 
 
@@ -93,9 +99,7 @@ def train(recipe: Recipe, *, steps: int | None = None, verbose: bool = True) -> 
 
     Same recipe and ``steps`` give bitwise-identical weights on the same machine and jax version.
     """
-    steps = recipe.steps if steps is None else steps
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    steps = recipe.steps if steps is None else positive_int("steps", steps)
     task = recipe.make_task()
     model = ja.Transformer(recipe.config, rngs=nnx.Rngs(recipe.seed))
     graphdef, state = nnx.split(model)
@@ -142,6 +146,17 @@ def train(recipe: Recipe, *, steps: int | None = None, verbose: bool = True) -> 
     return model, metrics
 
 
+def matches_shipped(fresh: dict[str, float], shipped: dict[str, float]) -> bool:
+    """Whether retrained metrics are as good as the shipped ones (see ``CHECK_RTOL``)."""
+
+    def close(name: str, a: float, b: float) -> bool:
+        if "accuracy" in name:
+            return abs(a - b) <= CHECK_ACCURACY_ATOL
+        return abs(a - b) <= CHECK_RTOL * abs(b)
+
+    return set(fresh) == set(shipped) and all(close(k, fresh[k], v) for k, v in shipped.items())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -159,10 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(metrics["eval"], indent=2))
     if args.check:
         shipped = shipped_metrics(args.name)
-        ok = all(
-            np.isclose(metrics["eval"][k], v, rtol=1e-4, atol=1e-5)
-            for k, v in shipped["eval"].items()
-        )
+        ok = matches_shipped(metrics["eval"], shipped["eval"])
         print("reproduces the shipped metrics" if ok else f"MISMATCH; shipped: {shipped['eval']}")
         return 0 if ok else 1
     ja.save_model(model, args.out)

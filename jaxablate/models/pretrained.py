@@ -7,6 +7,10 @@ with a fixed seed::
 
     python scripts/train_toy.py induction-2l --out jaxablate/models/pretrained_data/induction-2l
 
+Retraining reproduces the weights bit for bit on the same machine and jax version only: over
+thousands of steps, last-bit differences between CPUs grow into visibly different weights
+(metrics of the same quality, not the same digits; see ``tests/test_pretrained.py``).
+
 The zoo:
 
 - ``induction-2l``: attention-only, 2 layers x 4 heads, trained on repeated random segments of
@@ -18,25 +22,35 @@ The zoo:
 
 import functools
 import importlib.resources
+import inspect
 import json
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jaxtyping import Array, Int, Key
 
+from jaxablate._checks import check_key, non_negative_int, one_of, positive_int
 from jaxablate.models.config import ModelConfig
 from jaxablate.models.io import load_model
 from jaxablate.models.transformer import Transformer
 from jaxablate.tasks import TASKS, Task
 
+TrainLoss = Literal["lm", "metric"]
+HeadDropoutMode = Literal["independent", "one"]
+
 __all__ = [
     "RECIPES",
+    "HeadDropoutMode",
     "Recipe",
     "Task",
+    "TrainLoss",
     "data_dir",
     "list_pretrained",
     "load_pretrained",
@@ -70,6 +84,11 @@ class Recipe:
         seed: Seeds the initial weights and the data/dropout key stream.
         eval_seed: Key of the fixed evaluation batch recorded in ``metrics.json``.
         eval_batch: Size of that batch.
+
+    Raises:
+        ValueError: A field is invalid (the message names it, e.g. ``Recipe.task``), the task
+            factory rejects ``task_kwargs``, or the task does not fit ``config`` (its tokens
+            must lie below ``config.vocab_size``, its sequences within ``config.n_ctx``).
     """
 
     name: str
@@ -77,17 +96,24 @@ class Recipe:
     config: ModelConfig
     task: str
     task_kwargs: dict[str, Any] = field(default_factory=dict)
-    train_loss: str = "lm"
+    train_loss: TrainLoss = "lm"
     steps: int
     batch_size: int
     lr: float
     warmup: int = 200
     weight_decay: float = 0.01
     head_dropout: float = 0.0
-    head_dropout_mode: str = "independent"
+    head_dropout_mode: HeadDropoutMode = "independent"
     seed: int = 0
     eval_seed: int = 12345
     eval_batch: int = 512
+
+    def __post_init__(self) -> None:
+        try:
+            _check_fields(self)
+            _check_task_fits(self, _task_of(self))
+        except ValueError as err:
+            raise ValueError(f"recipe {self.name!r}: {err}") from None
 
     def make_task(self) -> Task:
         """The task this model was trained on."""
@@ -98,6 +124,78 @@ class Recipe:
         out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "config"}
         out["config"] = self.config.to_dict()
         return out
+
+
+def _real(name: str, value: object, *, low: float, high: float, what: str) -> float:
+    """``value`` as a finite float in ``[low, high)``, else ``ValueError`` naming ``name``.
+
+    Args:
+        name: The field, for the message.
+        value: The caller's value.
+        low: Smallest value allowed.
+        high: Values from here up are rejected.
+        what: The allowed range in words, e.g. ``"a number in [0, 1)"``.
+    """
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or not low <= value < high
+    ):
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return float(value)
+
+
+def _check_fields(recipe: Recipe) -> None:
+    """Type and range of every field of ``recipe`` (``ValueError`` naming the first bad one)."""
+    for name in ("name", "description"):
+        value = getattr(recipe, name)
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"Recipe.{name} must be a non-empty str, got {value!r}")
+    if not isinstance(recipe.config, ModelConfig):
+        raise ValueError(f"Recipe.config must be a ModelConfig, got {type(recipe.config).__name__}")
+    one_of("Recipe.task", recipe.task, tuple(TASKS))
+    if not isinstance(recipe.task_kwargs, Mapping):
+        raise ValueError(f"Recipe.task_kwargs must be a dict, got {recipe.task_kwargs!r}")
+    one_of("Recipe.train_loss", recipe.train_loss, get_args(TrainLoss))
+    one_of("Recipe.head_dropout_mode", recipe.head_dropout_mode, get_args(HeadDropoutMode))
+    for name in ("steps", "batch_size", "eval_batch"):
+        positive_int(f"Recipe.{name}", getattr(recipe, name))
+    for name in ("warmup", "seed", "eval_seed"):
+        non_negative_int(f"Recipe.{name}", getattr(recipe, name))
+    _real("Recipe.lr", recipe.lr, low=math.ulp(0.0), high=math.inf, what="a positive number")
+    _real("Recipe.weight_decay", recipe.weight_decay, low=0.0, high=math.inf, what="a number >= 0")
+    _real("Recipe.head_dropout", recipe.head_dropout, low=0.0, high=1.0, what="in [0, 1)")
+
+
+def _task_of(recipe: Recipe) -> Task:
+    """``recipe``'s task, with a bad ``task_kwargs`` reported as such."""
+    factory = TASKS[recipe.task]
+    try:
+        inspect.signature(factory).bind(**recipe.task_kwargs)
+    except TypeError as err:
+        raise ValueError(
+            f"Recipe.task_kwargs {dict(recipe.task_kwargs)} do not fit {recipe.task!r} ({err})"
+        ) from None
+    try:
+        return factory(**recipe.task_kwargs)
+    except ValueError as err:
+        raise ValueError(f"Recipe.task_kwargs of {recipe.task!r}: {err}") from None
+
+
+def _check_task_fits(recipe: Recipe, task: Task) -> None:
+    """``ValueError`` unless the model of ``recipe.config`` can read ``task``'s sequences."""
+    cfg = recipe.config
+    if task.vocab_size > cfg.vocab_size:
+        raise ValueError(
+            f"task {recipe.task!r} uses {task.vocab_size} token ids, more than "
+            f"Recipe.config.vocab_size = {cfg.vocab_size}"
+        )
+    if task.seq_len > cfg.n_ctx:
+        raise ValueError(
+            f"task {recipe.task!r} draws sequences of {task.seq_len} tokens, longer than "
+            f"Recipe.config.n_ctx = {cfg.n_ctx}"
+        )
 
 
 RECIPES: dict[str, Recipe] = {
@@ -214,16 +312,31 @@ def shipped_metrics(name: str) -> dict[str, Any]:
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
-def _task_values(graphdef: nnx.GraphDef, state: nnx.State, tokens: jax.Array, metrics: tuple):
+def _task_values(
+    graphdef: nnx.GraphDef,
+    state: nnx.State,
+    tokens: Int[Array, "batch seq"],
+    metrics: tuple[tuple[str, Any], ...],
+) -> dict[str, jax.Array]:
     logits = nnx.merge(graphdef, state)(tokens)
     return {name: f(logits, tokens).mean() for name, f in metrics}
 
 
 def task_metrics(
-    model: Transformer, task: Task, *, key: jax.Array, batch_size: int = 512
+    model: Transformer, task: Task, *, key: Key[Array, ""], batch_size: int = 512
 ) -> dict[str, float]:
-    """Every metric of ``task`` (headline under ``"metric"``) on one batch drawn from ``key``."""
-    tokens = task.batch(key, batch_size)
+    """Every metric of ``task`` on one batch drawn from ``key``.
+
+    Args:
+        model: The model to score.
+        task: Draws the batch and holds the metrics.
+        key: ``jax.random`` key of the batch (same key, same batch).
+        batch_size: Sequences in the batch.
+
+    Returns:
+        The mean of every metric over the batch, by name; the headline one under ``"metric"``.
+    """
+    tokens = task.batch(check_key(key), positive_int("batch_size", batch_size))
     graphdef, state = nnx.split(model)
     out = _task_values(graphdef, state, jnp.asarray(tokens), tuple(task.metrics.items()))
     return {k: float(np.asarray(v)) for k, v in out.items()}
