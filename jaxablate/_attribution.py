@@ -24,10 +24,9 @@ from flax import nnx
 from jaxtyping import Array, Float, Int
 
 from jaxablate.components import Components, check_components
-from jaxablate.metrics import Metric, as_metric, loss
+from jaxablate.metrics import Metric, as_metric, loss, per_example
 from jaxablate.models.inputs import Ablation, check_tokens, zero
 from jaxablate.models.transformer import Transformer
-from jaxablate.optimal import metric_mean
 
 __all__ = ["attribution"]
 
@@ -35,19 +34,19 @@ __all__ = ["attribution"]
 @functools.partial(jax.jit, static_argnames=("graphdef", "comps"))
 def _mask_grad(
     state: nnx.State,
-    tokens: jax.Array,
+    tokens: Int[Array, "batch seq"],
     replacement: Ablation,
     metric: Metric,
     *,
     graphdef: nnx.GraphDef,
     comps: Components,
-) -> tuple[jax.Array, Float[Array, " n_players"]]:
+) -> tuple[Float[Array, ""], Float[Array, " n_players"]]:
     """Metric (batch mean) and its gradient w.r.t. the component masks, at all masks 1."""
     model = nnx.merge(graphdef, state)
 
     def value(rows: jax.Array) -> jax.Array:
         logits = model.forward(tokens, comps.masks_unchecked(rows), replacement)
-        return metric_mean(metric, logits, tokens)
+        return per_example(metric, logits, tokens).mean()
 
     return jax.value_and_grad(value)(jnp.ones((len(comps),), jnp.float32))
 

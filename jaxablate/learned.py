@@ -28,14 +28,16 @@ optimizer state is vmapped too, so ``P`` penalties trained together give the ``P
 one at a time. Only the ``[P, n]`` mask parameters are trained; the model state is a constant
 input. Each step uses the whole token batch.
 
-Optimal ablation constants (:func:`optimal_ablation`) live in :mod:`jaxablate.optimal`.
+Optimal ablation constants (:func:`jaxablate.optimal.optimal_ablation`, ``ja.ablation.optimal``)
+live in :mod:`jaxablate.optimal`.
 """
 
 import functools
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, NamedTuple, get_args
+from typing import Literal, NamedTuple, cast, get_args
 
 import jax
 import jax.numpy as jnp
@@ -44,18 +46,12 @@ import optax
 from flax import nnx
 from jaxtyping import Array, Float, Int
 
+from jaxablate._checks import check_key, check_optimizer, one_of, positive_int
 from jaxablate._evaluate import evaluate
 from jaxablate.components import Components, check_components
-from jaxablate.metrics import Metric, as_metric, kl_to_clean
+from jaxablate.metrics import Metric, as_metric, kl_to_clean, per_example
 from jaxablate.models.inputs import Ablation, check_tokens, zero
 from jaxablate.models.transformer import Transformer
-from jaxablate.optimal import (
-    check_key,
-    check_optimizer,
-    check_steps,
-    metric_mean,
-    optimal_ablation,
-)
 
 __all__ = [
     "BETA",
@@ -67,7 +63,6 @@ __all__ = [
     "hard_concrete_mask",
     "hard_concrete_sample",
     "learn_masks",
-    "optimal_ablation",
 ]
 
 Parametrization = Literal["hard_concrete", "sigmoid"]
@@ -161,26 +156,34 @@ class LearnedMasks:
 
 
 def _keep_prob(logits: jax.Array, parametrization: str) -> jax.Array:
+    """Keep-probabilities of the mask parameters (``P(m > 0)``, or the sigmoids)."""
     if parametrization == "hard_concrete":
         return hard_concrete_keep_prob(logits)
+    return jax.nn.sigmoid(logits)
+
+
+def _test_mask(logits: jax.Array, parametrization: str) -> jax.Array:
+    """The deterministic continuous masks of the mask parameters."""
+    if parametrization == "hard_concrete":
+        return hard_concrete_mask(logits)
     return jax.nn.sigmoid(logits)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "comps", "parametrization", "optimizer"))
 def _train(
     state: nnx.State,
-    tokens: jax.Array,
+    tokens: Int[Array, "batch seq"],
     replacement: Ablation,
     metric: Metric,
-    logits0: jax.Array,
-    sparsity: jax.Array,
+    logits0: Float[Array, "n_masks n_players"],
+    sparsity: Float[Array, " n_masks"],
     keys: jax.Array,
     *,
     graphdef: nnx.GraphDef,
     comps: Components,
     parametrization: str,
     optimizer: optax.GradientTransformation,
-) -> tuple[jax.Array, tuple[jax.Array, jax.Array, jax.Array]]:
+) -> tuple[Float[Array, "n_masks n_players"], tuple[jax.Array, jax.Array, jax.Array]]:
     """The whole training run: ``scan`` over ``keys`` (one per step) of a ``vmap`` over rows."""
     model = nnx.merge(graphdef, state)
 
@@ -191,15 +194,16 @@ def _train(
             mask = jax.nn.sigmoid(row)
         size = _keep_prob(row, parametrization).mean()
         logits = model.forward(tokens, comps.masks_unchecked(mask), replacement)
-        value = metric_mean(metric, logits, tokens)
+        value = per_example(metric, logits, tokens).mean()
         return value + penalty * size, (value, size)
 
     grad_fn = jax.value_and_grad(objective, has_aux=True)
 
-    def one_step(row, opt_state, penalty, key):
+    def one_step(row: jax.Array, opt_state, penalty: jax.Array, key: jax.Array):
         (total, (value, size)), grad = grad_fn(row, penalty, key)
         updates, opt_state = optimizer.update(grad, opt_state, row)
-        return optax.apply_updates(row, updates), opt_state, (total, value, size)
+        row = cast(jax.Array, optax.apply_updates(row, updates))
+        return row, opt_state, (total, value, size)
 
     step_all = jax.vmap(one_step, in_axes=(0, 0, 0, None))
 
@@ -214,6 +218,7 @@ def _train(
 
 
 def _check_sparsity(sparsity: object) -> np.ndarray:
+    """``sparsity`` as a float64 ``[P]`` array of finite penalties ``>= 0``, else ``ValueError``."""
     try:
         arr = np.asarray(sparsity, dtype=np.float64)
     except (TypeError, ValueError):
@@ -229,6 +234,84 @@ def _check_sparsity(sparsity: object) -> np.ndarray:
     if not np.all(np.isfinite(arr)) or np.any(arr < 0):
         raise ValueError(f"sparsity penalties must be finite and >= 0, got {arr.tolist()}")
     return arr
+
+
+def _check_init_logit(init_logit: object) -> float:
+    """``init_logit`` as a finite float, else ``ValueError``."""
+    if (
+        not isinstance(init_logit, numbers.Real)
+        or isinstance(init_logit, bool)
+        or not math.isfinite(float(init_logit))
+    ):
+        raise ValueError(f"init_logit must be a finite number, got {init_logit!r}")
+    return float(init_logit)
+
+
+@dataclass(frozen=True)
+class _Study:
+    """The checked inputs of one :func:`learn_masks` call, shared by training and evaluation."""
+
+    model: Transformer
+    comps: Components
+    tokens: jax.Array
+    metric: Metric
+    ablation: Ablation
+
+
+def _fit(
+    study: _Study,
+    logits0: jax.Array,
+    penalties: np.ndarray,
+    keys: jax.Array,
+    *,
+    parametrization: str,
+    optimizer: optax.GradientTransformation,
+) -> tuple[jax.Array, TrainingHistory]:
+    """Run :func:`_train` on checked inputs: the trained mask parameters and their history."""
+    model, tokens = study.model, study.tokens
+    replacement = study.ablation.fit(model.config, batch=tokens.shape[0], seq=tokens.shape[1])
+    graphdef, state = nnx.split(model)
+    logits, record = _train(
+        state,
+        tokens,
+        replacement,
+        study.metric,
+        logits0,
+        jnp.asarray(penalties, jnp.float32),
+        keys,
+        graphdef=graphdef,
+        comps=study.comps,
+        parametrization=parametrization,
+        optimizer=optimizer,
+    )
+    return logits, TrainingHistory(*(np.asarray(r) for r in record))
+
+
+def _binarise(
+    study: _Study,
+    penalties: np.ndarray,
+    parametrization: str,
+    logits: jax.Array,
+    history: TrainingHistory,
+) -> LearnedMasks:
+    """The :class:`LearnedMasks` of trained parameters, each binarised row evaluated exactly."""
+    probs = np.asarray(_keep_prob(logits, parametrization))
+    rows = probs > 0.5
+    values = evaluate(
+        study.model, study.comps, rows, study.tokens, metric=study.metric, ablation=study.ablation
+    )
+    return LearnedMasks(
+        names=tuple(study.comps.names),
+        sparsity=penalties,
+        parametrization=parametrization,
+        logits=np.asarray(logits),
+        probs=probs,
+        mask=np.asarray(_test_mask(logits, parametrization)),
+        rows=rows,
+        metric=values,
+        n_kept=rows.sum(axis=1),
+        history=history,
+    )
 
 
 def learn_masks(
@@ -283,57 +366,24 @@ def learn_masks(
 
     Raises:
         ValueError: negative or non-finite sparsity, ``steps < 1``, an unknown parametrisation,
-            a bad key, optimizer, model/components mismatch or tokens.
+            a bad key, optimizer, ``init_logit``, model/components mismatch or tokens.
     """
-    if parametrization not in get_args(Parametrization):
-        raise ValueError(
-            f"parametrization must be one of {get_args(Parametrization)}, got {parametrization!r}"
-        )
-    steps = check_steps(steps)
+    kind = one_of("parametrization", parametrization, get_args(Parametrization))
+    steps = positive_int("steps", steps)
     penalties = _check_sparsity(sparsity)
-    check_key(key)
-    optimizer = check_optimizer(optimizer, DEFAULT_OPTIMIZER)
-    if not math.isfinite(float(init_logit)):
-        raise ValueError(f"init_logit must be a finite number, got {init_logit!r}")
+    key = check_key(key)
+    opt = check_optimizer(optimizer, DEFAULT_OPTIMIZER)
+    init = _check_init_logit(init_logit)
     check_components(model.config, comps)
     tokens = check_tokens(model.config, tokens)
-    metric = kl_to_clean(model, tokens) if metric is None else as_metric(metric)
-    ablation = zero() if ablation is None else ablation
-    replacement = ablation.fit(model.config, batch=tokens.shape[0], seq=tokens.shape[1])
-
-    n_rows = penalties.shape[0]
-    logits0 = jnp.full((n_rows, len(comps)), float(init_logit), jnp.float32)
-    keys = jax.random.split(key, steps)
-    graphdef, state = nnx.split(model)
-    logits, (loss_h, metric_h, size_h) = _train(
-        state,
+    study = _Study(
+        model,
+        comps,
         tokens,
-        replacement,
-        metric,
-        logits0,
-        jnp.asarray(penalties, jnp.float32),
-        keys,
-        graphdef=graphdef,
-        comps=comps,
-        parametrization=parametrization,
-        optimizer=optimizer,
+        kl_to_clean(model, tokens) if metric is None else as_metric(metric),
+        zero() if ablation is None else ablation,
     )
-    probs = _keep_prob(logits, parametrization)
-    if parametrization == "hard_concrete":
-        mask = hard_concrete_mask(logits)
-    else:
-        mask = jax.nn.sigmoid(logits)
-    rows = np.asarray(probs) > 0.5
-    values = evaluate(model, comps, rows, tokens, metric=metric, ablation=ablation)
-    return LearnedMasks(
-        names=tuple(comps.names),
-        sparsity=penalties,
-        parametrization=parametrization,
-        logits=np.asarray(logits),
-        probs=np.asarray(probs),
-        mask=np.asarray(mask),
-        rows=rows,
-        metric=values,
-        n_kept=rows.sum(axis=1),
-        history=TrainingHistory(np.asarray(loss_h), np.asarray(metric_h), np.asarray(size_h)),
-    )
+    logits0 = jnp.full((penalties.shape[0], len(comps)), init, jnp.float32)
+    keys = jax.random.split(key, steps)
+    logits, history = _fit(study, logits0, penalties, keys, parametrization=kind, optimizer=opt)
+    return _binarise(study, penalties, kind, logits, history)

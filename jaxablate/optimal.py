@@ -11,92 +11,52 @@ with the lowest loss when that component alone is removed.
 
 import functools
 import numbers
+from collections.abc import Callable
+from typing import cast
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from jaxtyping import Array, Int
+from jaxtyping import Array, Bool, Float, Int
 
+from jaxablate._checks import check_key, check_optimizer, non_negative_int, positive_int
 from jaxablate._replacements import mean as mean_ablation
 from jaxablate.components import Components, check_components
 from jaxablate.metrics import Metric, as_metric, loss, per_example
+from jaxablate.models.config import ModelConfig
 from jaxablate.models.inputs import Ablation, check_tokens
 from jaxablate.models.transformer import Transformer
 
-__all__ = [
-    "DEFAULT_OPTIMIZER",
-    "check_key",
-    "check_optimizer",
-    "check_steps",
-    "metric_mean",
-    "optimal_ablation",
-]
+__all__ = ["DEFAULT_OPTIMIZER", "optimal_ablation"]
 
 #: Default optimizer of :func:`optimal_ablation` (one object, so calls share the compiled program).
 DEFAULT_OPTIMIZER = optax.adam(0.01)
 
+#: The trained constants: ``z [layer, head, d_head]``, ``attn`` and ``mlp [layer, d_model]``.
+Params = dict[str, Float[Array, "..."]]
 
-def positive_int(name: str, value: object) -> int:
-    """``value`` as a positive int, else ``ValueError`` naming ``name``."""
-    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
-
-
-def check_steps(steps: object) -> int:
-    """``steps`` as a positive int, else ``ValueError``."""
-    return positive_int("steps", steps)
-
-
-def check_key(key: object) -> None:
-    """Raise ``ValueError`` unless ``key`` is a ``jax.random`` key (typed or raw uint32 [2])."""
-    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        if key.shape == ():
-            return
-    elif isinstance(key, jax.Array | np.ndarray) and key.shape == (2,) and key.dtype == np.uint32:
-        return
-    raise ValueError(
-        f"key must be a single jax.random key (jax.random.key(0) or jax.random.PRNGKey(0)), "
-        f"got {key!r}"
-    )
-
-
-def check_optimizer(
-    optimizer: object, default: optax.GradientTransformation
-) -> optax.GradientTransformation:
-    """``optimizer`` (or ``default`` for ``None``) if it is an optax gradient transformation."""
-    if optimizer is None:
-        return default
-    if not (
-        callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))
-    ):
-        raise ValueError(
-            f"optimizer must be an optax.GradientTransformation (e.g. optax.adam(0.1)), "
-            f"got {optimizer!r}"
-        )
-    try:
-        hash(optimizer)
-    except TypeError:
-        raise ValueError("optimizer must be hashable (a plain optax transformation)") from None
-    return optimizer
+#: Which parameter array holds the constants of each component kind.
+_PARAM = {"head": "z", "attn": "attn", "mlp": "mlp"}
 
 
 def _index(comps: Components) -> dict[str, tuple[np.ndarray, ...]]:
-    """Static positions of each component's constant in the parameter arrays."""
+    """Static positions of each component's constant: ``kind -> (columns, layers[, heads])``."""
     out = {}
-    for kind in ("head", "attn", "mlp"):
+    for kind in _PARAM:
         cols = np.array([i for i, c in enumerate(comps) if c.kind == kind], dtype=np.int64)
         layers = np.array([comps[int(i)].layer for i in cols], dtype=np.int64)
-        heads = np.array(
-            [comps[int(i)].head if kind == "head" else 0 for i in cols], dtype=np.int64
-        )
-        out[kind] = (cols, layers, heads)
+        if kind == "head":
+            heads = np.array([comps[int(i)].head for i in cols], dtype=np.int64)
+            out[kind] = (cols, layers, heads)
+        else:
+            out[kind] = (cols, layers)
     return out
 
 
-def _replacement(params: dict[str, jax.Array]) -> Ablation:
+def _replacement(params: Params) -> Ablation:
+    """The constants as an :class:`Ablation`, broadcast over examples and positions."""
     return Ablation(
         z=params["z"][:, None, None],
         attn=params["attn"][:, None, None],
@@ -106,26 +66,17 @@ def _replacement(params: dict[str, jax.Array]) -> Ablation:
 
 
 def _keep_best(
-    best: dict[str, jax.Array],
-    current: dict[str, jax.Array],
-    improved: jax.Array,
-    comps: Components,
-) -> dict[str, jax.Array]:
+    best: Params, current: Params, improved: Bool[Array, " n_players"], comps: Components
+) -> Params:
     """``best`` with the constants of the components flagged in ``improved`` from ``current``."""
     out = dict(best)
-    for kind, name in (("head", "z"), ("attn", "attn"), ("mlp", "mlp")):
-        cols, layers, heads = _index(comps)[kind]
+    for kind, (cols, *where) in _index(comps).items():
         if cols.size == 0:
             continue
-        at = (layers, heads) if kind == "head" else (layers,)
+        name, at = _PARAM[kind], tuple(where)
         take = improved[cols][:, None]
         out[name] = best[name].at[at].set(jnp.where(take, current[name][at], best[name][at]))
     return out
-
-
-def metric_mean(metric: Metric, logits: jax.Array, tokens: jax.Array) -> jax.Array:
-    """Batch mean of ``metric``; raises (at trace time) unless it returns one value per example."""
-    return per_example(metric, logits, tokens).mean()
 
 
 @functools.partial(
@@ -134,39 +85,39 @@ def metric_mean(metric: Metric, logits: jax.Array, tokens: jax.Array) -> jax.Arr
 )
 def _train(
     state: nnx.State,
-    tokens: jax.Array,
+    tokens: Int[Array, "batch seq"],
     metric: Metric,
-    params0: dict[str, jax.Array],
+    params0: Params,
     keys: jax.Array,
-    removal_prob: jax.Array,
+    removal_prob: Float[Array, ""],
     *,
     graphdef: nnx.GraphDef,
     comps: Components,
     optimizer: optax.GradientTransformation,
     random_subsets: int,
     single_removals: bool,
-) -> tuple[dict[str, jax.Array], jax.Array, jax.Array]:
+) -> tuple[Params, Float[Array, " n_players"], Float[Array, " steps"]]:
     """Training scan; returns the best constants, their single-removal losses, loss history."""
     model = nnx.merge(graphdef, state)
     n = len(comps)
     singles = 1.0 - jnp.eye(n, dtype=jnp.float32)
 
-    def values(params: dict[str, jax.Array], rows: jax.Array) -> jax.Array:
+    def values(params: Params, rows: jax.Array) -> jax.Array:
         replacement = _replacement(params)
 
         def one(row: jax.Array) -> jax.Array:
             logits = model.forward(tokens, comps.masks_unchecked(row), replacement)
-            return metric_mean(metric, logits, tokens)
+            return per_example(metric, logits, tokens).mean()
 
         return jax.vmap(one)(rows)
 
-    def objective(params: dict[str, jax.Array], rows: jax.Array):
+    def objective(params: Params, rows: jax.Array) -> tuple[jax.Array, jax.Array]:
         v = values(params, rows)
         return v.mean(), v[:n]
 
     grad_fn = jax.value_and_grad(objective, has_aux=True)
 
-    def keep_best(best, best_loss, params, single):
+    def keep_best(best: Params, best_loss: jax.Array, params: Params, single: jax.Array):
         improved = single < best_loss
         return _keep_best(best, params, improved, comps), jnp.where(improved, single, best_loss)
 
@@ -180,7 +131,7 @@ def _train(
         if single_removals:
             best, best_loss = keep_best(best, best_loss, params, single)
         updates, opt_state = optimizer.update(grad, opt_state, params)
-        params = optax.apply_updates(params, updates)
+        params = cast(Params, optax.apply_updates(params, updates))
         return (params, opt_state, best, best_loss), total
 
     start = values(params0, singles)
@@ -188,6 +139,54 @@ def _train(
     (params, _, best, best_loss), history = jax.lax.scan(body, init, keys)
     best, best_loss = keep_best(best, best_loss, params, values(params, singles))
     return best, best_loss, history
+
+
+def _check_sampling(random_subsets: object, removal_prob: object, single_removals: object) -> int:
+    """``random_subsets`` as an int once the three sampling options are checked together."""
+    subsets = non_negative_int("random_subsets", random_subsets)
+    if not isinstance(single_removals, bool):
+        raise ValueError(f"single_removals must be a bool, got {single_removals!r}")
+    if not single_removals and subsets == 0:
+        raise ValueError("with single_removals=False, random_subsets must be >= 1 (got 0)")
+    if not (
+        isinstance(removal_prob, numbers.Real)
+        and not isinstance(removal_prob, bool)
+        and 0.0 < float(removal_prob) <= 1.0
+    ):
+        raise ValueError(f"removal_prob must be a number in (0, 1], got {removal_prob!r}")
+    return subsets
+
+
+def _mean_constants(model: Transformer, tokens: jax.Array) -> Params:
+    """The starting constants: every component's mean output over ``tokens`` (float32)."""
+    cfg = model.config
+    mean = mean_ablation(model, tokens)
+    return {
+        "z": jnp.asarray(mean.z, jnp.float32)[:, 0, 0],
+        "attn": jnp.asarray(mean.attn, jnp.float32)[:, 0, 0],
+        "mlp": (
+            jnp.zeros((cfg.n_layers, cfg.d_model), jnp.float32)
+            if mean.mlp is None
+            else jnp.asarray(mean.mlp, jnp.float32)[:, 0, 0]
+        ),
+    }
+
+
+def _as_ablation(
+    cfg: ModelConfig, comps: Components, best: Params, best_loss: jax.Array
+) -> Ablation:
+    """The trained constants in the model's dtype, after checking their losses are finite."""
+    bad = np.flatnonzero(~np.isfinite(np.asarray(best_loss)))
+    if bad.size:
+        raise ValueError(
+            "optimal ablation: the metric is not finite even at mean ablation for components "
+            f"{[comps.names[i] for i in bad]}"
+        )
+    dtype = jnp.dtype(cfg.dtype)
+    out = _replacement({k: v.astype(dtype) for k, v in best.items()})
+    if cfg.attn_only:
+        return Ablation(z=out.z, attn=out.attn, mlp=None, kind="optimal")
+    return out
 
 
 def optimal_ablation(
@@ -198,7 +197,7 @@ def optimal_ablation(
     steps: int,
     key: jax.Array,
     optimizer: optax.GradientTransformation | None = None,
-    metric: Metric | None = None,
+    metric: Callable[..., jax.Array] | None = None,
     random_subsets: int = 8,
     removal_prob: float = 0.5,
     single_removals: bool = True,
@@ -223,7 +222,8 @@ def optimal_ablation(
         steps: Optimisation steps (``>= 1``).
         key: ``jax.random`` key for the random subsets.
         optimizer: optax optimizer over the constants (default ``optax.adam(0.01)``).
-        metric: Loss-like metric to minimise (default :func:`jaxablate.metrics.loss`).
+        metric: Loss-like metric to minimise, ``(logits, tokens) -> [batch]`` or a
+            :class:`~jaxablate.metrics.Metric` (default :func:`jaxablate.metrics.loss`).
         random_subsets: Random removal subsets per step (``>= 0``; 0 trains on single removals).
         removal_prob: Probability that a component is removed in a random subset, in ``(0, 1]``.
         single_removals: Train on the ``n`` single removals too (switch off for large ``n``,
@@ -236,64 +236,26 @@ def optimal_ablation(
 
     Raises:
         ValueError: ``steps < 1``, a bad key, optimizer, ``random_subsets`` or ``removal_prob``,
-            or components / tokens that do not fit the model.
+            components / tokens that do not fit the model, or a metric that is not finite.
     """
-    steps = check_steps(steps)
-    check_key(key)
+    steps = positive_int("steps", steps)
+    key = check_key(key)
     optimizer = check_optimizer(optimizer, DEFAULT_OPTIMIZER)
-    if (
-        not isinstance(random_subsets, int | np.integer)
-        or isinstance(random_subsets, bool)
-        or random_subsets < 0
-    ):
-        raise ValueError(f"random_subsets must be an int >= 0, got {random_subsets!r}")
-    if not isinstance(single_removals, bool):
-        raise ValueError(f"single_removals must be a bool, got {single_removals!r}")
-    if not single_removals and random_subsets == 0:
-        raise ValueError("with single_removals=False, random_subsets must be >= 1 (got 0)")
-    if not (
-        isinstance(removal_prob, numbers.Real)
-        and not isinstance(removal_prob, bool)
-        and 0.0 < float(removal_prob) <= 1.0
-    ):
-        raise ValueError(f"removal_prob must be a number in (0, 1], got {removal_prob!r}")
+    subsets = _check_sampling(random_subsets, removal_prob, single_removals)
     check_components(model.config, comps)
     tokens = check_tokens(model.config, tokens)
-    metric = loss if metric is None else metric
-    metric = as_metric(metric)
-
-    cfg = model.config
-    mean = mean_ablation(model, tokens)
-    params0 = {
-        "z": jnp.asarray(mean.z, jnp.float32)[:, 0, 0],
-        "attn": jnp.asarray(mean.attn, jnp.float32)[:, 0, 0],
-        "mlp": (
-            jnp.zeros((cfg.n_layers, cfg.d_model), jnp.float32)
-            if mean.mlp is None
-            else jnp.asarray(mean.mlp, jnp.float32)[:, 0, 0]
-        ),
-    }
     graphdef, state = nnx.split(model)
     best, best_loss, _ = _train(
         state,
         tokens,
-        metric,
-        params0,
+        as_metric(loss if metric is None else metric),
+        _mean_constants(model, tokens),
         jax.random.split(key, steps),
         jnp.float32(removal_prob),
         graphdef=graphdef,
         comps=comps,
         optimizer=optimizer,
-        random_subsets=int(random_subsets),
+        random_subsets=subsets,
         single_removals=single_removals,
     )
-    if not np.all(np.isfinite(np.asarray(best_loss))):
-        raise ValueError(
-            "optimal ablation: the metric is not finite even at mean ablation for components "
-            f"{[comps.names[i] for i in np.flatnonzero(~np.isfinite(np.asarray(best_loss)))]}"
-        )
-    dtype = jnp.dtype(cfg.dtype)
-    out = _replacement({k: v.astype(dtype) for k, v in best.items()})
-    if cfg.attn_only:
-        return Ablation(z=out.z, attn=out.attn, mlp=None, kind="optimal")
-    return out
+    return _as_ablation(model.config, comps, best, best_loss)

@@ -11,8 +11,14 @@ import jaxablate as ja
 from jaxablate import learned
 from jaxablate.learned import learn_masks
 from jaxablate.models.io import model_arrays
+from tests._compile import no_new_compilations
 
-STEPS = 200  # one scan length for every run here, so compiled programs are shared
+STEPS = 200  # one scan length for the long runs here, so their compiled programs are shared
+#: Steps of the runs compared number for number. Training amplifies last-bit differences (which
+#: vary between CPUs, and between a vmapped and an unbatched program): measured on the random
+#: study, moving every weight by 8 ulp changes the logits by up to 8e-6 after 10 steps but 3e-4
+#: after 200, and the loss history by 1e-6 up to step 100 but 5e-5 at step 200.
+SHORT = 10
 PLANTED = (1, 6)  # L0H1 and L1H2
 
 
@@ -133,38 +139,40 @@ def test_front_is_in_best_tenth_of_each_size(random_study, parametrization):
 
 
 def test_vmapped_penalties_equal_separate_runs(random_study):
-    model, comps, tokens, _, _, penalties, fronts = random_study
-    together = fronts["hard_concrete"]
+    """P penalties trained together give the P runs trained alone (compared over SHORT steps).
+
+    Measured spread after SHORT = 10 steps: vmapped vs alone 2.4e-7 in the logits and 4.8e-7 in
+    the loss history; every weight moved by 8 ulp: up to 7.6e-6 and 9.5e-7. The tolerances below
+    are ten times the perturbed spread, and far below a step of the optimiser (adam(0.1) moves a
+    logit by up to 0.1 per step), so a mixed-up penalty or key still fails.
+    """
+    model, comps, tokens, _, _, penalties, _ = random_study
+    run = dict(metric=ja.metrics.loss, steps=SHORT, key=jax.random.key(1))
+    together = learn_masks(model, comps, tokens, sparsity=penalties, **run)
     for p, s in enumerate(penalties):
-        alone = learn_masks(
-            model,
-            comps,
-            tokens,
-            metric=ja.metrics.loss,
-            sparsity=float(s),
-            steps=STEPS,
-            key=jax.random.key(1),
+        alone = learn_masks(model, comps, tokens, sparsity=float(s), **run)
+        np.testing.assert_allclose(alone.logits[0], together.logits[p], rtol=0, atol=1e-4)
+        np.testing.assert_allclose(
+            alone.history.loss[:, 0], together.history.loss[:, p], rtol=0, atol=1e-5
         )
-        np.testing.assert_allclose(alone.logits[0], together.logits[p], atol=2e-3)
-        np.testing.assert_array_equal(alone.rows[0], together.rows[p])
-        np.testing.assert_allclose(alone.history.loss[:, 0], together.history.loss[:, p], atol=1e-4)
+    # The penalties did pull the runs apart (the comparison is not between equal rows).
+    assert np.ptp(together.logits, axis=0).max() > 1e-2
 
 
 def test_second_call_does_not_recompile_and_weights_stay_frozen(random_study):
     model, comps, _, _, _, penalties, fronts = random_study
-    size = learned._train._cache_size()
     before = fronts["weights_before"]
     other = _tokens(model.config, 99)
-    again = learn_masks(
-        model,
-        comps,
-        other,
-        metric=ja.metrics.loss,
-        sparsity=penalties[::-1] + 0.05,
-        steps=STEPS,
-        key=jax.random.key(5),
-    )
-    assert learned._train._cache_size() == size
+    with no_new_compilations(learned._train):
+        again = learn_masks(
+            model,
+            comps,
+            other,
+            metric=ja.metrics.loss,
+            sparsity=penalties[::-1] + 0.05,
+            steps=STEPS,
+            key=jax.random.key(5),
+        )
     assert not np.array_equal(again.logits, fronts["hard_concrete"].logits)
     after = model_arrays(model)
     assert before.keys() == after.keys()
