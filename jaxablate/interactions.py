@@ -2,8 +2,8 @@
 
 Every function here is a pure function of ``values[..., 2^n]``, the **presence game** of an
 ablation study: ``values[..., r]`` is the metric with only coalition ``r`` of the ``n`` components
-kept, where component ``i`` is in ``r`` iff ``(r >> i) & 1`` (DESIGN.md bit order). Leading axes
-are batch axes. Per-coalition results (``mobius``, ``shapley_interaction``, ``k_sii``, ...) come
+kept, where component ``i`` is in ``r`` iff ``(r >> i) & 1`` (the bit order of
+``docs/conventions.md``). Leading axes are batch axes. Per-coalition results (``mobius``, ``shapley_interaction``, ``k_sii``, ...) come
 back in the same bit order, ``[..., 2^n]``.
 
 All transforms are butterflies over the ``[2] * n`` view of the last axis: ``O(n 2^n)`` for

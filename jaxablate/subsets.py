@@ -1,4 +1,4 @@
-"""Rows of subsets (coalitions) in the bit order of DESIGN.md.
+"""Rows of subsets (coalitions) in the bit order of docs/conventions.md.
 
 Every function returns ``bool [M, n]``: row ``k`` lists which of the ``n`` components are kept.
 For :func:`all`, row ``r`` is the coalition whose bitmask is ``r`` (component ``i`` kept iff
