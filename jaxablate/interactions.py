@@ -3,8 +3,8 @@
 Every function here is a pure function of ``values[..., 2^n]``, the **presence game** of an
 ablation study: ``values[..., r]`` is the metric with only coalition ``r`` of the ``n`` components
 kept, where component ``i`` is in ``r`` iff ``(r >> i) & 1`` (the bit order of
-``docs/conventions.md``). Leading axes are batch axes. Per-coalition results (``mobius``, ``shapley_interaction``, ``k_sii``, ...) come
-back in the same bit order, ``[..., 2^n]``.
+``docs/conventions.md``). Leading axes are batch axes. Per-coalition results (``mobius``,
+``shapley_interaction``, ``k_sii``, ...) come back in the same bit order, ``[..., 2^n]``.
 
 All transforms are butterflies over the ``[2] * n`` view of the last axis: ``O(n 2^n)`` for
 :func:`mobius`, :func:`zeta`, :func:`shapley`, :func:`banzhaf`, :func:`banzhaf_interaction` and
