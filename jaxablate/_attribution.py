@@ -10,8 +10,9 @@ moves ``m_i`` from 1 to 0, so to first order
 which is the estimate returned: the LOCO effect in the sign convention of
 :func:`jaxablate.interactions.loco` (``v(N) - v(N \\ {i})``; see ``docs/conventions.md``). For a
 loss-like metric a useful component has a negative effect. With zero ablation this is the mask
-gradient of Michel et al. 2019 ("Are sixteen heads really better than one?"), whose head importance is its absolute
-value; with mean or resample ablation it is attribution patching (Nanda 2023; Syed et al. 2023).
+gradient of Michel et al. 2019 ("Are sixteen heads really better than one?"), whose head
+importance is its absolute value; with mean or resample ablation it is attribution patching
+(Nanda 2023; Syed et al. 2023).
 """
 
 import functools
