@@ -18,7 +18,8 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
-from jaxablate._fingerprint import hash_arrays
+from jaxablate._files import atomic_write_text
+from jaxablate._fingerprint import field_diff, hash_arrays
 
 CONFIG_FILE = "recover_config.json"
 FORMAT = "jaxablate.recover/1"
@@ -59,6 +60,10 @@ def optimizer_fingerprint(tx: optax.GradientTransformation) -> str:
 def check_directory(directory: str, fingerprint: dict[str, Any]) -> None:
     """Create ``directory`` for this configuration, or check that it was made for it.
 
+    Args:
+        directory: The checkpoint directory (created when missing).
+        fingerprint: What this call records (see :func:`fingerprint_fields`).
+
     Raises:
         ValueError: the directory holds a checkpoint of a different configuration, or files
             that are not a recover checkpoint.
@@ -67,18 +72,13 @@ def check_directory(directory: str, fingerprint: dict[str, Any]) -> None:
     if os.path.exists(path):
         with open(path) as f:
             stored = json.load(f)
-        keys = sorted(set(stored) | set(fingerprint))
-        diff = [k for k in keys if stored.get(k) != fingerprint.get(k)]
+        diff = field_diff(stored, fingerprint, stored_as="checkpoint", current_as="this call")
         if diff:
-            details = "; ".join(
-                f"{k}: checkpoint has {_short(stored.get(k))}, "
-                f"this call has {_short(fingerprint.get(k))}"
-                for k in diff
-            )
+            fields = [line.partition(":")[0] for line in diff]  # field names hold no colon
             raise ValueError(
                 f"checkpoint_dir {directory!r} holds a recover run of a different configuration "
-                f"(differing fields: {', '.join(diff)}). {details}. Use a new directory, or call "
-                "recover with the original arguments to resume."
+                f"(differing fields: {', '.join(fields)}). {'; '.join(diff)}. Use a new "
+                "directory, or call recover with the original arguments to resume."
             )
         return
     if os.path.isdir(directory) and os.listdir(directory):
@@ -87,15 +87,7 @@ def check_directory(directory: str, fingerprint: dict[str, Any]) -> None:
             "recover checkpoint directory; pass an empty or new directory"
         )
     os.makedirs(directory, exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(fingerprint, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
-
-
-def _short(value: Any) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    atomic_write_text(path, json.dumps(fingerprint, indent=1, sort_keys=True))
 
 
 class Store:

@@ -22,7 +22,6 @@ Memory grows linearly in K; see :func:`memory_estimate`.
 
 import fnmatch
 import functools
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,12 +36,20 @@ from jaxtyping import Array, Bool, Float, Int
 
 from jaxablate import _chunking
 from jaxablate import _recovery_ckpt as ckpt
+from jaxablate._checks import (
+    check_key,
+    check_optimizer,
+    local_mesh,
+    one_axis_mesh,
+    positive_int,
+    rows_2d,
+)
 from jaxablate._evaluate import evaluate
+from jaxablate._files import progress_bar
 from jaxablate.components import Components, check_components, check_rows
 from jaxablate.metrics import Metric, as_metric, loss, per_example
 from jaxablate.models.inputs import Ablation, Masks, check_tokens, zero
 from jaxablate.models.transformer import Transformer
-from jaxablate.optimal import positive_int
 
 DEFAULT_OPTIMIZER = optax.adamw(1e-3)  # one object, so that default calls share compilations
 _NO_DAMAGE_RTOL = 1e-5
@@ -141,12 +148,12 @@ def _owned(comps: Components, row: np.ndarray, cfg: Any) -> dict[str, list[tuple
     for c, kept in zip(comps, row, strict=True):
         if kept:
             continue
-        if c.kind == "head":
+        if c.kind == "head" and c.head is not None:
             add(head_params, (c.layer, c.head))
             removed_heads.setdefault(c.layer, set()).add(c.head)
         elif c.kind == "attn":
             add([*head_params, "attn.b_O", "ln1.w", "ln1.b"], (c.layer,))
-        else:
+        elif c.kind == "mlp":
             add(["mlp.W_in", "mlp.b_in", "mlp.W_out", "mlp.b_out", "ln2.w", "ln2.b"], (c.layer,))
     for layer, hs in removed_heads.items():
         if len(hs) == cfg.n_heads:
@@ -170,6 +177,35 @@ def update_masks(
 
 
 # ------------------------------------------------------------------------------ memory
+def _memory_parts(
+    model: Transformer,
+    *,
+    batch_size: int,
+    seq: int,
+    eval_batch: int,
+    eval_seq: int,
+    trainable: Any,
+    optimizer: optax.GradientTransformation | None,
+) -> tuple[int, int]:
+    """``(bytes per run, bytes shared once)`` of :func:`memory_estimate`."""
+    cfg = model.config
+    tx = DEFAULT_OPTIMIZER if optimizer is None else optimizer
+    _, train, frozen = nnx.split(model, trainable_filter(trainable), ...)
+    item = jnp.dtype(cfg.dtype).itemsize
+    train_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(train))
+    frozen_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(frozen))
+    opt = jax.eval_shape(tx.init, train)
+    opt_bytes = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(opt))
+    D, H, E, F, V, L = cfg.d_model, cfg.n_heads, cfg.d_head, cfg.d_mlp, cfg.vocab_size, cfg.n_layers
+    mlp = 0 if cfg.attn_only else 2 * F + 2 * D
+    per_token = L * (6 * D + 4 * H * E + 2 * H * seq + mlp) + 3 * V
+    train_act = batch_size * seq * per_token * max(item, 4)
+    eval_per_token = 2 * V + 4 * D + 2 * H * eval_seq + (0 if cfg.attn_only else F)
+    eval_act = eval_batch * eval_seq * eval_per_token * 4
+    per_run = 4 * train_bytes + 2 * opt_bytes + max(train_act, eval_act)
+    return int(per_run), int(train_bytes + frozen_bytes)
+
+
 def memory_estimate(
     model: Transformer,
     *,
@@ -190,52 +226,39 @@ def memory_estimate(
     token and layer plus ``3 vocab`` per token for the logits) and the evaluation activations
     (``eval_batch x eval_seq`` tokens, about ``2 vocab + 4 d_model + 2 n_heads eval_seq + d_mlp``
     per token). Shared once: all parameters. The estimate is linear in ``n_runs``.
+
+    Args:
+        model: The model :func:`recover` fine-tunes.
+        n_runs: Number of configurations trained together.
+        batch_size: Training sequences per step.
+        seq: Length of the training sequences.
+        eval_batch: Number of evaluation sequences.
+        eval_seq: Length of the evaluation sequences.
+        trainable: As in :func:`recover`.
+        optimizer: As in :func:`recover` (default ``optax.adamw(1e-3)``).
+
+    Returns:
+        The estimate in bytes.
     """
-    cfg = model.config
-    tx = DEFAULT_OPTIMIZER if optimizer is None else optimizer
-    _, train, frozen = nnx.split(model, trainable_filter(trainable), ...)
-    item = jnp.dtype(cfg.dtype).itemsize
-    train_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(train))
-    frozen_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(frozen))
-    opt = jax.eval_shape(tx.init, train)
-    opt_bytes = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(opt))
-    D, H, E, F, V, L = cfg.d_model, cfg.n_heads, cfg.d_head, cfg.d_mlp, cfg.vocab_size, cfg.n_layers
-    mlp = 0 if cfg.attn_only else 2 * F + 2 * D
-    per_token = L * (6 * D + 4 * H * E + 2 * H * seq + mlp) + 3 * V
-    train_act = batch_size * seq * per_token * max(item, 4)
-    eval_per_token = 2 * V + 4 * D + 2 * H * eval_seq + (0 if cfg.attn_only else F)
-    eval_act = eval_batch * eval_seq * eval_per_token * 4
-    per_run = 4 * train_bytes + 2 * opt_bytes + max(train_act, eval_act)
-    return int(n_runs * per_run + train_bytes + frozen_bytes)
+    per_run, shared = _memory_parts(
+        model, batch_size=batch_size, seq=seq, eval_batch=eval_batch, eval_seq=eval_seq,
+        trainable=trainable, optimizer=optimizer,
+    )  # fmt: skip
+    return int(n_runs * per_run + shared)
 
 
 # ------------------------------------------------------------------------------ compiled core
-def _merge(graphdef: nnx.GraphDef, train: Any, frozen: Any) -> Transformer:
-    return nnx.merge(graphdef, train, frozen)
+_ONE_HOT_MAX_VOCAB = 4096  # embed by one-hot matmul up to this vocabulary (see Transformer.embed)
 
 
-_ONE_HOT_MAX_VOCAB = 4096
-
-
-def _forward(
-    model: Transformer, tokens: jax.Array, masks: Masks, replacement: Ablation
-) -> Float[Array, "batch seq vocab"]:
-    """Masked logits; ``replacement`` is fitted already.
-
-    Small vocabularies embed with a one-hot matmul instead of a gather: under ``vmap`` over
-    parameter copies the gather's gradient is a batched scatter, which XLA runs slowly on CPU.
-    The result is the same (a one-hot row picks its embedding exactly).
-    """
-    cfg = model.config
-    if cfg.vocab_size <= _ONE_HOT_MAX_VOCAB:
-        w_e = model.W_E[...]
-        one_hot = jax.nn.one_hot(tokens, cfg.vocab_size, dtype=w_e.dtype)
-        resid = jnp.einsum("bsv,vd->bsd", one_hot, w_e) + model.W_pos[...][None, : tokens.shape[1]]
-    else:
-        resid = model.embed(tokens)
-    for layer in range(cfg.n_layers):
-        resid = model.block(layer, resid, masks, replacement)
-    return model.unembed(resid)
+def _logits(
+    graphdef: nnx.GraphDef, train: Any, frozen: Any, tokens: jax.Array, masks: Masks,
+    replacement: Ablation,
+) -> Float[Array, "batch seq vocab"]:  # fmt: skip
+    """Masked logits of one run (``replacement`` fitted already)."""
+    model: Transformer = nnx.merge(graphdef, train, frozen)
+    one_hot = model.config.vocab_size <= _ONE_HOT_MAX_VOCAB
+    return model.forward(tokens, masks, replacement, one_hot_embed=one_hot)
 
 
 @functools.partial(
@@ -250,20 +273,38 @@ def _train_steps(
     masks: Masks,
     allowed: Any,
     replacement: Ablation,
-    tokens: jax.Array,
+    tokens: Int[Array, "n_train seq"],
     key: jax.Array,
-    start: jax.Array,
-    stop: jax.Array,
+    start: Int[Array, ""],
+    stop: Int[Array, ""],
     *,
     graphdef: nnx.GraphDef,
     tx: optax.GradientTransformation,
     batch_size: int,
 ) -> tuple[Any, Any]:
-    """Steps ``start .. stop - 1`` of all K runs; step ``t`` samples with ``fold_in(key, t)``."""
+    """Steps ``start .. stop - 1`` of all K runs; step ``t`` samples with ``fold_in(key, t)``.
+
+    Args:
+        train: Trainable parameters, each leaf with a leading K axis (donated).
+        opt_state: The K optimizer states (donated).
+        frozen: The parameters no run trains (shared).
+        masks: ``[K, ...]`` mask values of the runs.
+        allowed: Like ``train``: True where a parameter may move.
+        replacement: Fitted replacement, shared by every example.
+        tokens: Sequences to draw minibatches from.
+        key: Sampling key.
+        start: First step.
+        stop: One past the last step.
+        graphdef: The model's graph definition.
+        tx: The optimizer.
+        batch_size: Sequences per step.
+
+    Returns:
+        ``(train, opt_state)`` after the steps.
+    """
 
     def objective(tr: Any, m: Masks, batch: jax.Array) -> jax.Array:
-        logits = _forward(_merge(graphdef, tr, frozen), batch, m, replacement)
-        return loss(logits, batch).mean()
+        return loss(_logits(graphdef, tr, frozen, batch, m, replacement), batch).mean()
 
     def one(tr: Any, state: Any, m: Masks, ok: Any, batch: jax.Array) -> tuple[Any, Any]:
         grads = jax.grad(objective)(tr, m, batch)
@@ -293,19 +334,74 @@ def _eval_runs(
     frozen: Any,
     masks: Masks,
     replacement: Ablation,
-    tokens: jax.Array,
+    tokens: Int[Array, "batch seq"],
     metric: Metric,
     *,
     graphdef: nnx.GraphDef,
-) -> Float[Array, " n_masks"]:
+) -> Float[Array, " n_runs"]:
+    """The mean ``metric`` of every run on ``tokens``."""
+
     def one(tr: Any, m: Masks) -> jax.Array:
-        logits = _forward(_merge(graphdef, tr, frozen), tokens, m, replacement)
+        logits = _logits(graphdef, tr, frozen, tokens, m, replacement)
         return per_example(metric, logits, tokens).mean()
 
     return jax.vmap(one)(train, masks)
 
 
-# ------------------------------------------------------------------------------ driver
+# ------------------------------------------------------------------------------ driver steps
+@dataclass(frozen=True)
+class _Inputs:
+    """The validated arguments of one :func:`recover` call."""
+
+    rows: np.ndarray  # bool [K, n]
+    train_tok: jax.Array
+    eval_tok: jax.Array
+    steps: int
+    eval_every: int
+    batch_size: int
+    checkpoint_every: int | None
+    key: jax.Array
+    tx: optax.GradientTransformation
+    metric: Metric
+    ablation: Ablation
+    train_repl: Ablation
+    eval_repl: Ablation
+
+    @property
+    def n_runs(self) -> int:
+        """K, the number of configurations."""
+        return int(self.rows.shape[0])
+
+
+@dataclass(frozen=True)
+class _Trainable:
+    """The model split into what the runs train and what they share."""
+
+    graphdef: nnx.GraphDef
+    train: Any
+    frozen: Any
+    names: list[str]  # dotted names of the trainable leaves
+    shapes: list[tuple[int, ...]]
+    treedef: Any
+
+
+@dataclass
+class _Runs:
+    """The K (padded) runs on their devices: training state, masks and shared inputs."""
+
+    train: Any
+    opt_state: Any
+    masks: Masks
+    allowed: Any
+    frozen: Any
+    train_repl: Ablation
+    eval_repl: Ablation
+    train_tok: jax.Array
+    eval_tok: jax.Array
+    metric: Metric
+    split: NamedSharding  # the runs axis split over the mesh
+
+
 def _shared_replacement(ablation: Ablation, cfg: Any, batch: int, seq: int, what: str) -> Ablation:
     fitted = ablation.fit(cfg, batch=batch, seq=seq)
     for name in ("z", "attn", "mlp"):
@@ -318,11 +414,282 @@ def _shared_replacement(ablation: Ablation, cfg: Any, batch: int, seq: int, what
     return fitted
 
 
+def _validate(
+    model: Transformer,
+    comps: Components,
+    rows: Any,
+    train_tokens: Any,
+    eval_tokens: Any,
+    opts: dict[str, Any],
+) -> _Inputs:
+    """Check every argument of :func:`recover` (``opts``: its keyword arguments)."""
+    cfg = model.config
+    check_components(cfg, comps)
+    rows_arr = check_rows(rows, len(comps), binary=True)
+    rows_2d(rows_arr, len(comps))
+    checkpoint_every = opts["checkpoint_every"]
+    if checkpoint_every is not None:
+        if opts["checkpoint_dir"] is None:
+            raise ValueError("checkpoint_every needs a checkpoint_dir to write to")
+        checkpoint_every = positive_int("checkpoint_every", checkpoint_every)
+    eval_every = positive_int("eval_every", opts["eval_every"])
+    if checkpoint_every is None and opts["checkpoint_dir"] is not None:
+        checkpoint_every = eval_every
+    batch_size = positive_int("batch_size", opts["batch_size"])
+    train_tok = check_tokens(cfg, train_tokens)
+    eval_tok = check_tokens(cfg, eval_tokens)
+    abl = zero() if opts["ablation"] is None else opts["ablation"]
+    return _Inputs(
+        rows=np.asarray(rows_arr).astype(bool),
+        train_tok=train_tok,
+        eval_tok=eval_tok,
+        steps=positive_int("steps", opts["steps"]),
+        eval_every=eval_every,
+        batch_size=batch_size,
+        checkpoint_every=checkpoint_every,
+        key=check_key(opts["key"]),
+        tx=check_optimizer(opts["optimizer"], DEFAULT_OPTIMIZER),
+        metric=as_metric(opts["metric"]),
+        ablation=abl,
+        train_repl=_shared_replacement(abl, cfg, batch_size, train_tok.shape[1], "training"),
+        eval_repl=_shared_replacement(abl, cfg, eval_tok.shape[0], eval_tok.shape[1], "evaluation"),
+    )
+
+
+def _split_trainable(model: Transformer, trainable: Any) -> _Trainable:
+    """Split ``model`` by :func:`trainable_filter`; refuse a filter that selects nothing."""
+    graphdef, train, frozen = nnx.split(model, trainable_filter(trainable), ...)
+    path_leaves, treedef = jax.tree_util.tree_flatten_with_path(train)
+    names = [_leaf_name(p) for p, _ in path_leaves]
+    if not names:
+        _, everything = nnx.split(model, nnx.Param)
+        all_names = [_leaf_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(everything)[0]]
+        raise ValueError(
+            f"trainable={trainable!r} selects no parameters; the model has {all_names}"
+        )
+    shapes = [tuple(x.shape) for _, x in path_leaves]
+    return _Trainable(graphdef, train, frozen, names, shapes, treedef)
+
+
+def _plan_devices(
+    model: Transformer, inp: _Inputs, trainable: Any, mesh: Mesh | None, memory_budget: int | None
+) -> tuple[Mesh, int]:
+    """The mesh and the padded run count; refuse runs whose memory estimate exceeds the budget.
+
+    The budget bounds one device's runs on accelerators; CPU devices share the host's memory,
+    so there it bounds all of them.
+    """
+    K = inp.n_runs
+    mesh = local_mesh(RUNS_AXIS, K) if mesh is None else one_axis_mesh(mesh, "runs")
+    n_devices = int(mesh.devices.size)
+    K_pad = -(-K // n_devices) * n_devices
+    on_cpu = mesh.devices.flat[0].platform == "cpu"
+    runs_checked = K_pad if on_cpu else K_pad // n_devices
+    budget = _chunking.default_budget() if memory_budget is None else int(memory_budget)
+    per_run, shared = _memory_parts(
+        model, batch_size=inp.batch_size, seq=inp.train_tok.shape[1],
+        eval_batch=inp.eval_tok.shape[0], eval_seq=inp.eval_tok.shape[1], trainable=trainable,
+        optimizer=inp.tx,
+    )  # fmt: skip
+    need = runs_checked * per_run + shared
+    if need > budget:
+        fits = max(0, (budget - shared) // max(per_run, 1)) * (1 if on_cpu else n_devices)
+        where = "" if on_cpu or n_devices == 1 else f" on each of {n_devices} devices"
+        raise ValueError(
+            f"K={K} configurations need about {need / 2**30:.2f} GiB{where} "
+            f"({per_run / 2**20:.1f} MiB per run) but memory_budget is {budget / 2**30:.2f} GiB; "
+            f"at most {fits} fit: split rows into smaller groups, lower batch_size or eval tokens, "
+            "or raise memory_budget"
+        )
+    return mesh, K_pad
+
+
+def _place_runs(comps: Components, inp: _Inputs, tr: _Trainable, mesh: Mesh, n_pad: int) -> _Runs:
+    """Fresh state of ``n_pad`` runs (the last row repeated as padding), split over ``mesh``."""
+    rows = np.concatenate([inp.rows, np.repeat(inp.rows[-1:], n_pad - inp.n_runs, axis=0)])
+    allowed = jax.tree.unflatten(
+        tr.treedef, [jnp.asarray(a) for a in update_masks(comps, rows, tr.names, tr.shapes)]
+    )
+    train_k, opt_state = _init_runs(tr.train, n_runs=n_pad, tx=inp.tx)
+    split = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
+    replicated = NamedSharding(mesh, PartitionSpec())
+    train_k, opt_state, masks, allowed = jax.device_put(
+        (train_k, opt_state, comps.masks(jnp.asarray(rows)), allowed), split
+    )
+    shared = jax.device_put(
+        (tr.frozen, inp.train_repl, inp.eval_repl, inp.train_tok, inp.eval_tok, inp.metric),
+        replicated,
+    )
+    return _Runs(train_k, opt_state, masks, allowed, *shared, split=split)
+
+
+def _fingerprint(model: Transformer, comps: Components, inp: _Inputs, names: list[str]) -> dict:
+    """What a checkpoint directory records about the call that wrote it."""
+    m = inp.metric
+    return ckpt.fingerprint_fields(
+        model=ckpt.array_hash(nnx.split(model, nnx.Param)[1]),
+        model_config=repr(model.config),
+        components=comps.names,
+        rows=[inp.n_runs, ckpt.array_hash(inp.rows)],
+        train_tokens=[list(inp.train_tok.shape), ckpt.array_hash(inp.train_tok)],
+        eval_tokens=[list(inp.eval_tok.shape), ckpt.array_hash(inp.eval_tok)],
+        steps=inp.steps,
+        eval_every=inp.eval_every,
+        batch_size=inp.batch_size,
+        key=ckpt.array_hash(inp.key),
+        metric=[m.name, ckpt.array_hash(m.data), m.positions],
+        ablation=[inp.ablation.kind, ckpt.array_hash(inp.train_repl, inp.eval_repl)],
+        optimizer=ckpt.optimizer_fingerprint(inp.tx),
+        trainable=names,
+    )
+
+
+def _state_leaves(runs: _Runs, K: int) -> list[jax.Array]:
+    """The first ``K`` (unpadded) runs' training state, gathered to the host, as leaves."""
+    return [jnp.asarray(np.asarray(x)[:K]) for x in jax.tree.leaves((runs.train, runs.opt_state))]
+
+
+def _resume(
+    store: ckpt.Store, directory: str, runs: _Runs, inp: _Inputs, curves: np.ndarray
+) -> int:
+    """Load the newest checkpoint in ``store`` into ``runs`` and ``curves``; its step, or 0."""
+    latest = store.latest()
+    if latest is None:
+        return 0
+    K = inp.n_runs
+    key_data = _key_data(inp.key)
+    like = [x[:K] for x in jax.tree.leaves((runs.train, runs.opt_state))]
+    leaves, saved_key, saved_curves = store.restore(latest, like, key_data, curves)
+    if not np.array_equal(np.asarray(saved_key), np.asarray(key_data)):
+        raise ValueError(f"checkpoint in {directory!r} was written with another key")
+    curves[...] = saved_curves
+    # padded runs repeat the last row, so they equal its run exactly
+    n_pad = int(runs.masks.heads.shape[0])
+    leaves = [jnp.concatenate([x, jnp.repeat(x[-1:], n_pad - K, axis=0)]) for x in leaves]
+    structure = jax.tree.structure((runs.train, runs.opt_state))
+    runs.train, runs.opt_state = jax.device_put(jax.tree.unflatten(structure, leaves), runs.split)
+    return int(latest)
+
+
 def _curve_steps(steps: int, eval_every: int) -> np.ndarray:
     points = list(range(0, steps + 1, eval_every))
     if points[-1] != steps:
         points.append(steps)
     return np.asarray(points, np.int64)
+
+
+def _train(
+    runs: _Runs,
+    inp: _Inputs,
+    graphdef: nnx.GraphDef,
+    curves: np.ndarray,
+    *,
+    start: int,
+    store: ckpt.Store | None,
+    progress: bool,
+) -> None:
+    """Train ``runs`` from step ``start`` to the end, filling ``curves`` at the eval points and
+    writing checkpoints to ``store``."""
+    K = inp.n_runs
+    curve_steps = _curve_steps(inp.steps, inp.eval_every)
+
+    def evaluate_now() -> np.ndarray:
+        out = _eval_runs(
+            runs.train, runs.frozen, runs.masks, runs.eval_repl, runs.eval_tok, runs.metric,
+            graphdef=graphdef,
+        )  # fmt: skip
+        return np.asarray(out)[:K]
+
+    if start == 0:
+        curves[:, 0] = evaluate_now()
+    every = inp.checkpoint_every
+    saves = set(range(every, inp.steps, every)) if store is not None and every else set()
+    boundaries = sorted({int(s) for s in curve_steps[1:]} | saves)
+    bar = progress_bar(
+        total=inp.steps, initial=start, desc="recover", unit="step", enabled=progress
+    )
+    with bar:
+        for stop in (b for b in boundaries if b > start):
+            runs.train, runs.opt_state = _train_steps(
+                runs.train, runs.opt_state, runs.frozen, runs.masks, runs.allowed,
+                runs.train_repl, runs.train_tok, inp.key, jnp.asarray(start, jnp.int32),
+                jnp.asarray(stop, jnp.int32), graphdef=graphdef, tx=inp.tx,
+                batch_size=inp.batch_size,
+            )  # fmt: skip
+            if stop in curve_steps:
+                curves[:, int(np.searchsorted(curve_steps, stop))] = evaluate_now()
+            if store is not None and (stop in saves or stop == inp.steps):
+                store.save(stop, _state_leaves(runs, K), _key_data(inp.key), curves)
+            bar.update(stop - start)
+            start = stop
+
+
+def _train_or_resume(
+    model: Transformer,
+    comps: Components,
+    inp: _Inputs,
+    tr: _Trainable,
+    runs: _Runs,
+    checkpoint_dir: str | None,
+    progress: bool,
+) -> np.ndarray:
+    """Train ``runs`` to the end, resuming from ``checkpoint_dir``'s newest checkpoint if any.
+
+    Returns:
+        ``float [K, E]`` the curves (evaluated here or restored from the checkpoint).
+    """
+    curves = np.full((inp.n_runs, len(_curve_steps(inp.steps, inp.eval_every))), np.nan, np.float32)
+    if checkpoint_dir is None:
+        _train(runs, inp, tr.graphdef, curves, start=0, store=None, progress=progress)
+        return curves
+    ckpt.check_directory(checkpoint_dir, _fingerprint(model, comps, inp, tr.names))
+    store = ckpt.Store(checkpoint_dir)
+    try:
+        start = _resume(store, checkpoint_dir, runs, inp, curves)
+        _train(runs, inp, tr.graphdef, curves, start=start, store=store, progress=progress)
+    finally:
+        store.close()
+    return curves
+
+
+def _result(
+    model: Transformer,
+    comps: Components,
+    inp: _Inputs,
+    runs: _Runs,
+    curves: np.ndarray,
+    return_params: bool,
+) -> RecoveryResult:
+    """The curves, the recovered fractions against the unablated baseline, and the parameters."""
+    K = inp.n_runs
+    baseline = float(
+        evaluate(
+            model, comps, np.ones((1, len(comps)), bool), inp.eval_tok, metric=inp.metric,
+            ablation=inp.ablation,
+        )[0]
+    )  # fmt: skip
+    m0 = curves[:, :1].astype(np.float64)
+    damage = m0 - baseline
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frac = (m0 - curves) / damage
+    frac = np.where(np.abs(damage) <= _NO_DAMAGE_RTOL * max(1.0, abs(baseline)), np.nan, frac)
+    params = None
+    if return_params:
+        frozen_k = jax.tree.map(
+            lambda x: np.broadcast_to(np.asarray(x), (K, *x.shape)), runs.frozen
+        )
+        params = nnx.merge_state(jax.tree.map(lambda x: np.asarray(x)[:K], runs.train), frozen_k)
+    return RecoveryResult(
+        steps=_curve_steps(inp.steps, inp.eval_every),
+        metric=curves,
+        baseline=baseline,
+        recovered_fraction=frac.astype(np.float32),
+        rows=inp.rows,
+        names=tuple(comps.names),
+        metric_name=inp.metric.name,
+        params=params,
+        graphdef=nnx.split(model)[0] if return_params else None,
+    )
 
 
 def recover(
@@ -395,207 +762,18 @@ def recover(
         ValueError: invalid arguments, a K whose estimated memory exceeds ``memory_budget``, or a
             checkpoint directory of another configuration.
     """
-    check_components(model.config, comps)
-    cfg = model.config
-    rows_arr = check_rows(rows, len(comps), binary=True)
-    if rows_arr.ndim != 2:
-        raise ValueError(f"rows must be 2-D [K, {len(comps)}], got shape {rows_arr.shape}")
-    rows_bool = rows_arr.astype(bool)
-    K = rows_bool.shape[0]
-    steps = positive_int("steps", steps)
-    eval_every = positive_int("eval_every", eval_every)
-    batch_size = positive_int("batch_size", batch_size)
-    if checkpoint_every is not None:
-        if checkpoint_dir is None:
-            raise ValueError("checkpoint_every needs a checkpoint_dir to write to")
-        checkpoint_every = positive_int("checkpoint_every", checkpoint_every)
-    elif checkpoint_dir is not None:
-        checkpoint_every = eval_every
-    train_tok = check_tokens(cfg, train_tokens)
-    eval_tok = check_tokens(cfg, eval_tokens)
-    if not isinstance(key, jax.Array) or not (
-        jnp.issubdtype(key.dtype, jax.dtypes.prng_key) or key.shape == (2,)
-    ):
-        raise ValueError(f"key must be a jax.random key (jax.random.key(0)), got {key!r}")
-    tx = DEFAULT_OPTIMIZER if optimizer is None else optimizer
-    if not isinstance(tx, optax.GradientTransformation):
-        raise ValueError(f"optimizer must be an optax.GradientTransformation, got {tx!r}")
-    metric_obj = as_metric(metric)
-    abl = zero() if ablation is None else ablation
-    train_repl = _shared_replacement(abl, cfg, batch_size, train_tok.shape[1], "training")
-    eval_repl = _shared_replacement(abl, cfg, eval_tok.shape[0], eval_tok.shape[1], "evaluation")
-
-    graphdef, train, frozen = nnx.split(model, trainable_filter(trainable), ...)
-    path_leaves, treedef = jax.tree_util.tree_flatten_with_path(train)
-    names = [_leaf_name(p) for p, _ in path_leaves]
-    if not names:
-        _, everything = nnx.split(model, nnx.Param)
-        all_names = [_leaf_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(everything)[0]]
-        raise ValueError(
-            f"trainable={trainable!r} selects no parameters; the model has {all_names}"
-        )
-
-    mesh = runs_mesh(K) if mesh is None else mesh
-    if len(mesh.axis_names) != 1:
-        raise ValueError(f"mesh must be 1-D (one axis for the runs), got axes {mesh.axis_names}")
-    n_devices = int(mesh.devices.size)
-    K_pad = -(-K // n_devices) * n_devices
-    # the budget bounds one device's runs; CPU devices share the host's memory
-    on_cpu = mesh.devices.flat[0].platform == "cpu"
-    runs_checked = K_pad if on_cpu else K_pad // n_devices
-    budget = _chunking.default_budget() if memory_budget is None else int(memory_budget)
-    need = memory_estimate(
-        model, n_runs=runs_checked, batch_size=batch_size, seq=train_tok.shape[1],
-        eval_batch=eval_tok.shape[0], eval_seq=eval_tok.shape[1], trainable=trainable, optimizer=tx,
+    opts = dict(
+        steps=steps, eval_every=eval_every, batch_size=batch_size, key=key, metric=metric,
+        ablation=ablation, optimizer=optimizer, checkpoint_dir=checkpoint_dir,
+        checkpoint_every=checkpoint_every,
     )  # fmt: skip
-    if need > budget:
-        per_run = (need - memory_estimate(
-            model, n_runs=0, batch_size=batch_size, seq=train_tok.shape[1],
-            eval_batch=eval_tok.shape[0], eval_seq=eval_tok.shape[1], trainable=trainable,
-            optimizer=tx,
-        )) // runs_checked  # fmt: skip
-        fits = max(0, (budget - (need - per_run * runs_checked)) // max(per_run, 1))
-        if not on_cpu:
-            fits *= n_devices
-        where = "" if on_cpu or n_devices == 1 else f" on each of {n_devices} devices"
-        raise ValueError(
-            f"K={K} configurations need about {need / 2**30:.2f} GiB{where} "
-            f"({per_run / 2**20:.1f} MiB per run) but memory_budget is {budget / 2**30:.2f} GiB; "
-            f"at most {fits} fit: split rows into smaller groups, lower batch_size or eval tokens, "
-            "or raise memory_budget"
-        )
-
-    padded_rows = np.concatenate([rows_bool, np.repeat(rows_bool[-1:], K_pad - K, axis=0)])
-    masks = comps.masks(padded_rows)
-    allowed = jax.tree.unflatten(
-        treedef,
-        [
-            jnp.asarray(a)
-            for a in update_masks(comps, padded_rows, names, [x.shape for _, x in path_leaves])
-        ],
-    )
-    train_k, opt_state = _init_runs(train, n_runs=K_pad, tx=tx)
-    split, replicated = (
-        NamedSharding(mesh, PartitionSpec(RUNS_AXIS)),
-        NamedSharding(mesh, PartitionSpec()),
-    )
-    train_k, opt_state, masks, allowed = jax.device_put((train_k, opt_state, masks, allowed), split)
-    frozen, train_repl, eval_repl, train_tok, eval_tok, metric_dev = jax.device_put(
-        (frozen, train_repl, eval_repl, train_tok, eval_tok, metric_obj), replicated
-    )
-    curve_steps = _curve_steps(steps, eval_every)
-    curves = np.full((K, len(curve_steps)), np.nan, np.float32)
-    start = 0
-
-    store = None
-    if checkpoint_dir is not None:
-        fingerprint = ckpt.fingerprint_fields(
-            model=ckpt.array_hash(nnx.split(model, nnx.Param)[1]),
-            model_config=repr(cfg),
-            components=comps.names,
-            rows=[K, ckpt.array_hash(rows_bool)],
-            train_tokens=[list(train_tok.shape), ckpt.array_hash(train_tok)],
-            eval_tokens=[list(eval_tok.shape), ckpt.array_hash(eval_tok)],
-            steps=steps,
-            eval_every=eval_every,
-            batch_size=batch_size,
-            key=ckpt.array_hash(key),
-            metric=[metric_obj.name, ckpt.array_hash(metric_obj.data), metric_obj.positions],
-            ablation=[abl.kind, ckpt.array_hash(train_repl, eval_repl)],
-            optimizer=ckpt.optimizer_fingerprint(tx),
-            trainable=names,
-        )
-        ckpt.check_directory(checkpoint_dir, fingerprint)
-        store = ckpt.Store(checkpoint_dir)
-        latest = store.latest()
-        if latest is not None:
-            key_data = _key_data(key)
-            like = [x[:K] for x in jax.tree.leaves((train_k, opt_state))]
-            leaves, saved_key, curves = store.restore(latest, like, key_data, curves)
-            if not np.array_equal(np.asarray(saved_key), np.asarray(key_data)):
-                raise ValueError(f"checkpoint in {checkpoint_dir!r} was written with another key")
-            # padded runs repeat the last row, so they equal its run exactly
-            leaves = [jnp.concatenate([x, jnp.repeat(x[-1:], K_pad - K, axis=0)]) for x in leaves]
-            train_k, opt_state = jax.device_put(
-                jax.tree.unflatten(jax.tree.structure((train_k, opt_state)), leaves), split
-            )
-            start = latest
-
-    def evaluate_now() -> np.ndarray:
-        out = _eval_runs(train_k, frozen, masks, eval_repl, eval_tok, metric_dev, graphdef=graphdef)
-        return np.asarray(out)[:K]
-
-    if start == 0:
-        curves[:, 0] = evaluate_now()
-    boundaries = sorted(
-        {int(s) for s in curve_steps[1:]}
-        | (set(range(checkpoint_every, steps, checkpoint_every)) if store is not None else set())
-    )
-    bar = _progress_bar(progress, steps, start)
-    try:
-        for stop in (b for b in boundaries if b > start):
-            train_k, opt_state = _train_steps(
-                train_k, opt_state, frozen, masks, allowed, train_repl, train_tok, key,
-                jnp.asarray(start, jnp.int32), jnp.asarray(stop, jnp.int32),
-                graphdef=graphdef, tx=tx, batch_size=batch_size,
-            )  # fmt: skip
-            if stop in curve_steps:
-                curves[:, int(np.searchsorted(curve_steps, stop))] = evaluate_now()
-            if store is not None and (stop % checkpoint_every == 0 or stop == steps):
-                leaves = [
-                    jnp.asarray(np.asarray(x)[:K]) for x in jax.tree.leaves((train_k, opt_state))
-                ]
-                store.save(stop, leaves, _key_data(key), curves)
-            if bar is not None:
-                bar.update(stop - start)
-            start = stop
-    finally:
-        if bar is not None:
-            bar.close()
-        if store is not None:
-            store.close()
-
-    baseline = float(
-        evaluate(
-            model, comps, np.ones((1, len(comps)), bool), eval_tok, metric=metric, ablation=abl
-        )[0]
-    )
-    m0 = curves[:, :1].astype(np.float64)
-    damage = m0 - baseline
-    with np.errstate(divide="ignore", invalid="ignore"):
-        frac = (m0 - curves) / damage
-    frac = np.where(np.abs(damage) <= _NO_DAMAGE_RTOL * max(1.0, abs(baseline)), np.nan, frac)
-
-    params = None
-    if return_params:
-        frozen_k = jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (K, *x.shape)), frozen)
-        params = nnx.merge_state(jax.tree.map(lambda x: np.asarray(x)[:K], train_k), frozen_k)
-    return RecoveryResult(
-        steps=curve_steps,
-        metric=curves,
-        baseline=baseline,
-        recovered_fraction=frac.astype(np.float32),
-        rows=rows_bool,
-        names=tuple(comps.names),
-        metric_name=metric_obj.name,
-        params=params,
-        graphdef=nnx.split(model)[0] if return_params else None,
-    )
-
-
-def runs_mesh(n_runs: int) -> Mesh:
-    """A 1-D mesh (axis ``"runs"``) over up to ``n_runs`` local devices."""
-    devices = jax.local_devices()[: max(1, min(n_runs, len(jax.local_devices())))]
-    return Mesh(np.array(devices), (RUNS_AXIS,))
+    inp = _validate(model, comps, rows, train_tokens, eval_tokens, opts)
+    tr = _split_trainable(model, trainable)
+    mesh, n_pad = _plan_devices(model, inp, trainable, mesh, memory_budget)
+    runs = _place_runs(comps, inp, tr, mesh, n_pad)
+    curves = _train_or_resume(model, comps, inp, tr, runs, checkpoint_dir, progress)
+    return _result(model, comps, inp, runs, curves, return_params)
 
 
 def _key_data(key: jax.Array) -> jax.Array:
     return jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
-
-
-def _progress_bar(progress: bool, total: int, initial: int) -> Any:
-    if not (progress and sys.stderr.isatty()):
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, desc="recover", unit="step")

@@ -1,5 +1,35 @@
 """ja.recover: vmapped runs equal separate runs, removed parts stay removed, recovery happens,
-checkpoints resume exactly, one compilation, memory refusal; and the recovery plot."""
+checkpoints resume exactly, one compilation, memory refusal; and a result feeds the plot.
+
+Tolerances. Training amplifies last-bit differences, both between CPUs and between differently
+compiled programs that train the same runs (K runs vmapped vs one at a time, 1 vs 2 devices, the
+test's own step-by-step loop). How much was measured by scaling every parameter of the
+pretrained model by ``1 + 1e-7 * N(0, 1)`` (about one ulp; 3 trials) and training ROWS for 6
+steps (batch 16): the largest change of the metric (relative) and of any parameter (absolute)
+from the unperturbed run. Besides the test's model, on 7 stand-ins for "another CPU" (the
+pretraining rerun from a 1e-7-perturbed init, which lands on a different model):
+
+====================================================  ===============  ===============
+optimizer, ablation                                    metric           parameters
+====================================================  ===============  ===============
+sgd(0.1) + decay 0.05, mean (test's model)             7e-4             2e-3
+adamw(1e-3), mean (test's model)                       2e-7             4e-3 [1]_
+sgd(0.01) + decay, zero (worst of 4 models)            6e-5             5e-4
+sgd(0.01, momentum 0.9) + decay, zero (worst of 4)     3e-4             3e-4
+sgd(0.01) + decay, mean (worst of 8)                   1e-5             7e-6
+sgd(0.003, momentum 0.9) + decay, zero (worst of 8)    5e-5             3e-5
+**sgd(0.003, momentum 0.9) + decay, mean (all 8)**     **<= 8e-7**      **<= 6e-7**
+====================================================  ===============  ===============
+
+.. [1] parameters whose gradient is rounding noise (``b_K``: softmax ignores it) take +-lr
+   steps under Adam.
+
+So the comparisons across programs use the last line (``TX``, mean ablation, 6 steps, key 7),
+with ``RTOL = 2e-5`` and ``ATOL = 1e-5``: about 20x the worst measured spread. Comparisons that
+stay exact are exact by construction (parameters that never receive an update, outputs
+multiplied by an exact zero mask, curves read back from a checkpoint) or are the same compiled
+program on the same inputs on one machine (the killed-and-resumed run).
+"""
 
 import functools
 import os
@@ -17,13 +47,15 @@ import pytest
 from flax import nnx
 
 import jaxablate as ja
-from jaxablate import recovery
-from jaxablate.plots_recovery import recovery_curves
+from jaxablate import plots, recovery
 from jaxablate.recovery import RecoveryResult, recover
+from tests._compile import compilations, no_new_compilations
 
 CFG = ja.ModelConfig(n_layers=2, n_heads=2, d_model=32, d_head=8, d_mlp=64, vocab_size=8, n_ctx=12)
 PERIOD, SEQ, BATCH = 3, 12, 16
-TX = optax.chain(optax.add_decayed_weights(0.05), optax.sgd(0.1))
+# Small momentum-SGD steps: training stays stable to rounding differences (module docstring).
+TX = optax.chain(optax.add_decayed_weights(0.05), optax.sgd(0.003, momentum=0.9))
+RTOL, ATOL = 2e-5, 1e-5  # metric rtol; parameter atol (with rtol RTOL)
 HEAD_PARAMS = ("W_Q", "W_K", "W_V", "b_Q", "b_K", "b_V", "W_O")
 
 
@@ -53,11 +85,6 @@ def _pretrain(graphdef, key, tokens):
 
     (state, _), _ = jax.lax.scan(step, (state, tx.init(state)), jnp.arange(300))
     return state
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _forward(graphdef, state, tokens, masks):
-    return nnx.merge(graphdef, state)(tokens, masks=masks)
 
 
 @pytest.fixture(scope="module")
@@ -139,34 +166,45 @@ def _ref_step(graphdef, state, opt, masks, ok, batch, ablation):
 
 # ------------------------------------------------------------------ tests
 def test_vmapped_runs_equal_separate_runs_and_a_plain_loop(setup):
-    """K = 3 together == 3 recover calls with K = 1 == an independent step-by-step loop.
+    """K = 3 together == a recover call with K = 1 == an independent step-by-step loop.
 
     Mean ablation, so that a removed head's W_O rows receive nonzero gradients and must be held;
-    weight decay, which would move frozen parameters unless the updates are masked; plain SGD, so
-    that parameters with (numerically) zero gradients are not amplified to noise as Adam would.
+    weight decay, which would move frozen parameters unless the updates are masked; momentum
+    SGD with a small step, so that the three programs' rounding differences stay at their own
+    size (see the module docstring) and parameters with (numerically) zero gradients are not
+    amplified to noise as Adam would.
     """
     model, comps, train, ev = setup
     abl = ja.ablation.mean(model, train)
-    key = jax.random.key(3)
+    key = jax.random.key(7)
     together = _run(setup, ablation=abl, key=key, optimizer=TX, return_params=True)
+    alone = _run(setup, rows=ROWS[2:], ablation=abl, key=key, optimizer=TX, return_params=True)
+    np.testing.assert_allclose(together.metric[2:], alone.metric, rtol=RTOL)
     start = _params(model)
     for k, row in enumerate(ROWS):
         curve, ref_model = reference_run(
             model, row, train, ev, steps=6, eval_every=3, key=key, ablation=abl
         )
-        np.testing.assert_allclose(together.metric[k], curve, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(together.metric[k], curve, rtol=RTOL)
         got, want = _params(together.model(k)), _params(ref_model)
         for name in want:
-            np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6, err_msg=name)
-        # a removed head's own parameters (W_O rows included) are bit-identical to the start
+            np.testing.assert_allclose(got[name], want[name], rtol=RTOL, atol=ATOL, err_msg=name)
+        if k == 2:
+            for name, value in _params(alone.model(0)).items():
+                np.testing.assert_allclose(got[name], value, rtol=RTOL, atol=ATOL, err_msg=name)
+        # a removed head's own parameters (W_O rows included) are bit-identical to the start:
+        # they never receive an update (exact by construction, on any CPU)
         for name in (n for n, kept in zip(comps.names, row, strict=True) if not kept and "H" in n):
             layer, head = int(name[1]), int(name[3])
             for p in HEAD_PARAMS:
                 np.testing.assert_array_equal(
                     got[f"attn.{p}"][layer, head], start[f"attn.{p}"][layer, head]
                 )
-    # the test can fail: kept parameters did move
-    assert not np.array_equal(_params(together.model(0))["attn.W_O"], start["attn.W_O"])
+    # the test can fail: kept parameters moved far beyond the tolerance, and the runs differ
+    got = _params(together.model(1))
+    moved = max(np.abs(got[name] - start[name]).max() for name in start)
+    assert moved > 100 * ATOL, moved
+    assert np.abs(together.metric[1] - together.metric[2]).min() > 0.1
     np.testing.assert_array_equal(together.steps, [0, 3, 6])
 
 
@@ -177,35 +215,49 @@ def recovered(setup):
 
 
 def test_zero_ablation_damage_partly_recovers(setup, recovered):
+    """Qualitative bounds on 200 Adam steps: wide enough for any CPU.
+
+    The 300-step pretraining is itself chaotic (a 1e-7 change of the initial weights moves the
+    pretrained weights by up to 1.0), so another CPU trains a different model. Over 6 such
+    stand-ins: damage at step 0 was >= 3.3 (row 1) and >= 1.14 (row 2), the loss fell by >= 1.1,
+    the recovered fraction at step 200 lay in [0.56, 0.68] and [0.97, 1.007], and the unablated
+    row moved by <= 0.029 (it trains too, so a recovered row may end just below the baseline).
+    """
     r = recovered
     np.testing.assert_array_equal(r.steps, [0, 50, 100, 150, 200])
     assert r.metric.shape == r.recovered_fraction.shape == (3, 5)
     model, comps, _, ev = setup
     assert r.baseline == pytest.approx(float(ja.evaluate(model, comps, ROWS[:1], ev)[0]))
+    # step 0 is a forward pass only (no training): rounding differences stay near 1e-7
     np.testing.assert_allclose(r.metric[:, 0], ja.evaluate(model, comps, ROWS, ev), rtol=1e-5)
-    # the unablated row stays within noise of its start
-    np.testing.assert_allclose(r.metric[0], r.metric[0, 0], atol=0.05)
+    # the unablated row stays near its start
+    np.testing.assert_allclose(r.metric[0], r.metric[0, 0], atol=0.1)
     assert np.isnan(r.recovered_fraction[0]).all()
     for k in (1, 2):
-        assert r.metric[k, 0] > r.baseline + 1.0  # the ablation did real damage ...
+        assert r.metric[k, 0] > r.baseline + 0.5  # the ablation did real damage ...
         assert r.metric[k, -1] < r.metric[k, 0] - 0.3  # ... and part of it is undone
         m0 = float(r.metric[k, 0])
         want = (m0 - r.metric[k].astype(np.float64)) / (m0 - r.baseline)
         np.testing.assert_allclose(r.recovered_fraction[k], want, rtol=1e-5, atol=1e-6)
-        assert 0.1 < r.recovered_fraction[k, -1] <= 1.05
+        assert 0.1 < r.recovered_fraction[k, -1] <= 1.1
 
 
 def test_removed_components_stay_removed(setup, recovered):
-    """Perturbing a removed head's or MLP's own weights does not change the ablated output."""
+    """Perturbing a removed head's or MLP's own weights does not change the ablated output.
+
+    Exact on any CPU: the perturbed values only ever meet an exact zero (the mask, or the zero
+    replacement that passes through a removed head's W_O rows), in the same computation.
+    """
     model, comps, _, ev = setup
     start = _params(model)
     rng = np.random.default_rng(0)
     ones = ja.Masks.ones(CFG)
     for k, row in enumerate(ROWS[1:], start=1):
-        graphdef, state = nnx.split(recovered.model(k))
+        trained = recovered.model(k)
+        graphdef, state = nnx.split(trained)
         masks = jax.tree.map(lambda x: x[0], comps.masks(row[None]))
-        before = np.asarray(_forward(graphdef, state, ev, masks))
-        unmasked = np.asarray(_forward(graphdef, state, ev, ones))
+        before = np.asarray(trained(ev, masks=masks))
+        unmasked = np.asarray(trained(ev, masks=ones))
         perturbed = jax.tree.map(np.array, state)  # numpy copies
         removed = [n for n, kept in zip(comps.names, row, strict=True) if not kept]
         owned = []
@@ -221,21 +273,20 @@ def test_removed_components_stay_removed(setup, recovered):
             value = perturbed[group][leaf].value
             np.testing.assert_array_equal(value[index], start[name][index], err_msg=name)
             value[index] += 3.0 * rng.standard_normal(value[index].shape, np.float32)
-        np.testing.assert_array_equal(_forward(graphdef, perturbed, ev, masks), before)
+        changed = nnx.merge(graphdef, jax.tree.map(jnp.asarray, perturbed))  # same ops as before
+        np.testing.assert_array_equal(changed(ev, masks=masks), before)
         # the same perturbation with the components kept does change the output (test can fail)
-        assert not np.allclose(_forward(graphdef, perturbed, ev, ones), unmasked, atol=1e-3)
+        assert not np.allclose(changed(ev, masks=ones), unmasked, atol=1e-3)
     # and recovery did move the parameters that remain
     assert not np.array_equal(_params(recovered.model(1))["attn.W_Q"][1], start["attn.W_Q"][1])
 
 
 def test_step_compiles_once(setup, recovered):
-    before = recovery._train_steps._cache_size()
-    _run(setup, rows=ROWS[::-1], steps=7, eval_every=2)
-    after_one = recovery._train_steps._cache_size()
-    _run(setup, rows=~ROWS, steps=5, eval_every=5)
-    assert after_one - before <= 1  # several chunks of one call: at most one compilation
-    assert recovery._train_steps._cache_size() == after_one  # new rows, steps: no compilation
-    assert recovery._eval_runs._cache_size() >= 1
+    """Same K and shapes as ``recovered``: new rows, steps and eval points compile nothing."""
+    assert compilations(recovery._train_steps) >= 1 and compilations(recovery._eval_runs) >= 1
+    with no_new_compilations(recovery._train_steps, recovery._eval_runs, recovery._init_runs):
+        _run(setup, rows=ROWS[::-1], steps=7, eval_every=2)  # several chunks of one call
+        _run(setup, rows=~ROWS, steps=5, eval_every=5)
 
 
 def test_trainable_selects_what_changes(setup):
@@ -282,7 +333,7 @@ def test_bad_arguments_are_refused(setup):
 def test_checkpoint_of_another_configuration_is_refused(setup, tmp_path):
     first = _run(setup, checkpoint_dir=str(tmp_path))
     again = _run(setup, checkpoint_dir=str(tmp_path))  # finished: restored, not retrained
-    np.testing.assert_array_equal(again.metric, first.metric)
+    np.testing.assert_array_equal(again.metric, first.metric)  # exact: read back from disk
     with pytest.raises(ValueError, match=r"different configuration \(differing fields: rows\)"):
         _run(setup, rows=ROWS[::-1], checkpoint_dir=str(tmp_path))
     with pytest.raises(ValueError, match=r"differing fields: key, steps\)"):
@@ -297,6 +348,12 @@ def test_checkpoint_of_another_configuration_is_refused(setup, tmp_path):
 
 @pytest.mark.slow
 def test_killed_run_resumes_to_identical_curves(setup, tmp_path):
+    """A run SIGKILLed after a checkpoint resumes to exactly the uninterrupted run's curves.
+
+    Exact on any CPU: both sides run the same compiled programs (one ``_train_steps`` whose step
+    bounds are arguments, one ``_eval_runs``) on bit-identical inputs on one machine, so no
+    rounding can differ; resuming restores the state bit for bit.
+    """
     model, comps, train, ev = setup
     ja.save_model(model, str(tmp_path / "model"))
     steps, eval_every, seed = 40, 10, 5
@@ -330,35 +387,38 @@ def test_killed_run_resumes_to_identical_curves(setup, tmp_path):
     np.testing.assert_array_equal(resumed.recovered_fraction, straight.recovered_fraction)
 
 
-def test_recovery_plot():
-    names = ("L0H0", "L0H1")
+def test_a_result_feeds_the_recovery_plot():
+    """RecoveryResult's attributes are what ``plots.recovery_curves`` takes (the documented
+    recipe); the drawing itself is tested in test_plots."""
     result = RecoveryResult(
         steps=np.array([0, 5, 10]),
         metric=np.array([[2.0, 1.5, 1.2], [1.0, 1.0, 1.0]], np.float32),
         baseline=1.0,
         recovered_fraction=np.array([[0.0, 0.5, 0.8], [np.nan] * 3], np.float32),
         rows=np.array([[False, True], [True, True]]),
-        names=names,
+        names=("L0H0", "L0H1"),
         metric_name="loss",
     )
-    fig = recovery_curves(result)
+    labels = [plots.removed_label(row, result.names) for row in result.rows]
+    fig = plots.recovery_curves(
+        result.steps, result.metric, labels, baseline=result.baseline,
+        metric_label=result.metric_name,
+    )  # fmt: skip
     (ax,) = fig.axes
-    lines = ax.get_lines()
-    assert len(lines) == 3
-    np.testing.assert_array_equal(lines[0].get_ydata(), result.metric[0])
-    assert lines[-1].get_linestyle() == "--"
-    np.testing.assert_array_equal(lines[-1].get_ydata(), [1.0, 1.0])
-    labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels == ["-{L0H0}", "none removed", "unablated"]
-    fig2 = recovery_curves(result, ax=ax, names=["a", "b"])
-    assert fig2 is fig
-    with pytest.raises(ValueError, match="one label per configuration"):
-        recovery_curves(result, names=["a"])
+    np.testing.assert_array_equal(ax.get_lines()[0].get_ydata(), result.metric[0])
+    assert ax.get_ylabel() == "loss"
+    assert len(ax.get_lines()) == 3  # two runs and the dashed baseline
+    with pytest.raises(ValueError, match="holds no parameters"):
+        result.model(0)
 
 
 def test_runs_sharded_over_devices_equal_one_device_and_resume_across(setup, tmp_path):
     """K = 3 runs on 2 CPU devices (padded to 4) == one device; a checkpoint written on 2
-    devices resumes on 1 to the same curves."""
+    devices resumes on 1 to the same curves.
+
+    Different compiled programs, so ``TX`` with mean ablation (stable to rounding, see the
+    module docstring); its momentum is optimizer state that the checkpoint must carry.
+    """
     model, _, train, ev = setup
     ja.save_model(model, str(tmp_path / "model"))
     np.savez(tmp_path / "data.npz", rows=ROWS, train=train, eval=ev)
@@ -371,29 +431,35 @@ def test_runs_sharded_over_devices_equal_one_device_and_resume_across(setup, tmp
         model = ja.load_model({str(tmp_path / "model")!r})
         data = np.load({str(tmp_path / "data.npz")!r})
         comps = ja.heads(model.config) + ja.blocks(model.config, "mlp")
+        tx = optax.chain(optax.add_decayed_weights(0.05), optax.sgd(0.003, momentum=0.9))
         out = recover(model, comps, data["rows"], data["train"], eval_tokens=data["eval"],
                       steps=6, eval_every=3, batch_size={BATCH}, key=jax.random.key(7),
+                      optimizer=tx, ablation=ja.ablation.mean(model, data["train"]),
                       progress=False, return_params=True,
                       checkpoint_dir={str(tmp_path / "ckpt")!r})
-        np.savez({str(tmp_path / "out.npz")!r}, metric=out.metric,
-                 w_in=np.asarray(out.params["mlp"]["W_in"].value))
+        arrays = {{f"{{k}}/{{name}}": np.asarray(v) for k in range(3)
+                  for name, v in ja.models.io.model_arrays(out.model(k)).items()}}
+        np.savez({str(tmp_path / "out.npz")!r}, metric=out.metric, **arrays)
         """
     )
     env = dict(
         os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu"
     )
     subprocess.run([sys.executable, "-c", script], env=env, check=True)
-    sharded = np.load(tmp_path / "out.npz")
-    one = _run(setup, return_params=True)
+    sharded = dict(np.load(tmp_path / "out.npz"))
+    abl = ja.ablation.mean(model, train)
+    one = _run(setup, optimizer=TX, ablation=abl, return_params=True)
     assert len(jax.devices()) == 1
-    np.testing.assert_allclose(sharded["metric"], one.metric, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(
-        sharded["w_in"], np.asarray(one.params["mlp"]["W_in"].value), rtol=1e-5, atol=1e-6
-    )
+    np.testing.assert_allclose(sharded["metric"], one.metric, rtol=RTOL)
+    for k in range(3):
+        for name, value in _params(one.model(k)).items():
+            got = sharded[f"{k}/{name}"]
+            np.testing.assert_allclose(got, value, rtol=RTOL, atol=ATOL, err_msg=f"{k}/{name}")
     # drop the final checkpoint: resuming from step 3 on one device gives the same curves
     shutil.rmtree(tmp_path / "ckpt" / "6")
-    resumed = _run(setup, checkpoint_dir=str(tmp_path / "ckpt"))
-    np.testing.assert_allclose(resumed.metric, one.metric, rtol=1e-5, atol=1e-6)
+    resumed = _run(setup, optimizer=TX, ablation=abl, checkpoint_dir=str(tmp_path / "ckpt"))
+    np.testing.assert_allclose(resumed.metric, one.metric, rtol=RTOL)
+    assert (np.abs(one.metric[1:, -1] - one.metric[1:, 0]) > 0.05).all()  # the runs trained
     with pytest.raises(ValueError, match="mesh must be 1-D"):
         mesh = jax.sharding.Mesh(np.array(jax.devices()).reshape(1, 1), ("a", "b"))
         _run(setup, mesh=mesh)
