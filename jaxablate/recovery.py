@@ -759,8 +759,7 @@ def recover(
         A :class:`RecoveryResult`.
 
     Raises:
-        ValueError: invalid arguments, a K whose estimated memory exceeds ``memory_budget``, or a
-            checkpoint directory of another configuration.
+        ValueError: bad arguments, too many runs for the memory budget, or a foreign checkpoint.
     """
     opts = dict(
         steps=steps, eval_every=eval_every, batch_size=batch_size, key=key, metric=metric,
