@@ -91,9 +91,7 @@ def time_loop(model, comps, rows, tokens, metric) -> dict:
     @jax.jit
     def one(state, tokens, row):
         m = nnx.merge(graphdef, state)
-        return metric(
-            m.forward(tokens, comps.masks_unchecked(row), repl), tokens
-        ).mean()
+        return metric(m.forward(tokens, comps.masks_unchecked(row), repl), tokens).mean()
 
     tokens = jnp.asarray(tokens)
     rows_j = jnp.asarray(rows, jnp.float32)

@@ -25,7 +25,6 @@ PROBE_SIZES = (4, 16, 64, 256, 1024, 4096, 16384)
 CPU_CACHE_BYTES = 8 * 2**20
 
 
-
 @dataclass(frozen=True)
 class Plan:
     """How an evaluation runs its rows: the value :func:`choose` returns.
