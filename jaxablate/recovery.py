@@ -10,12 +10,16 @@ Removed components stay removed. Their replacement applies at every step, and th
 they *own* receive no update (the optimizer's updates are zeroed there, so weight decay does not
 move them either; they stay bit-identical to the start):
 
-- head ``L{l}H{h}``: ``attn.W_Q / W_K / W_V / b_Q / b_K / b_V [l, h]`` and its output-projection
-  rows ``attn.W_O[l, h]`` (with mean ablation the replacement ``z`` still passes through them);
-- all heads of layer ``l`` removed, or block ``L{l}.attn`` removed: also ``ln1.w / ln1.b [l]``,
-  which feeds nothing else; the block also owns ``attn.b_O[l]``;
-- block ``L{l}.mlp``: ``mlp.W_in / b_in / W_out / b_out [l]`` and ``ln2.w / ln2.b [l]`` (the
-  MLP's own LayerNorm, which feeds nothing else).
+- head ``L{l}H{h}`` (a query head): ``attn.W_Q / b_Q [l, h]`` and its output-projection rows
+  ``attn.W_O[l, h]`` (with mean ablation the replacement ``z`` still passes through them); its
+  key/value head ``attn.W_K / W_V / b_K / b_V [l, h // group]`` once every query head of that
+  group is removed (grouped-query attention shares one key/value head among ``group``);
+- all heads of layer ``l`` removed, or block ``L{l}.attn`` removed: also ``ln1 [l]`` and the q/k
+  norms ``attn.q_norm / k_norm [l]``, which feed nothing else; the block also owns
+  ``attn.b_O[l]`` and its output norm ``ln1_post [l]`` (which still normalises ``b_O`` plus the
+  replacement while only heads are removed);
+- block ``L{l}.mlp``: ``mlp.W_in / b_in / W_gate / b_gate / W_out / b_out [l]``, ``ln2 [l]`` (the
+  MLP's own norm, which feeds nothing else) and ``ln2_post [l]``.
 
 Memory grows linearly in K; see :func:`memory_estimate`.
 """
@@ -135,6 +139,15 @@ def trainable_filter(trainable: Any) -> Any:
     return nnx.All(nnx.Param, trainable)
 
 
+_QUERY_PARAMS = ("attn.W_Q", "attn.b_Q", "attn.W_O")
+_KV_PARAMS = ("attn.W_K", "attn.W_V", "attn.b_K", "attn.b_V")
+_ATTN_LAYER_PARAMS = ("ln1.w", "ln1.b", "attn.q_norm.w", "attn.k_norm.w")
+_MLP_PARAMS = (
+    "mlp.W_in", "mlp.b_in", "mlp.W_gate", "mlp.b_gate", "mlp.W_out", "mlp.b_out",
+    "ln2.w", "ln2.b", "ln2_post.w", "ln2_post.b",
+)  # fmt: skip
+
+
 def _owned(comps: Components, row: np.ndarray, cfg: Any) -> dict[str, list[tuple[int, ...]]]:
     """Parameter slices owned by the components that ``row`` removes (see module docstring)."""
     out: dict[str, list[tuple[int, ...]]] = {}
@@ -143,21 +156,25 @@ def _owned(comps: Components, row: np.ndarray, cfg: Any) -> dict[str, list[tuple
         for name in names:
             out.setdefault(name, []).append(index)
 
-    head_params = [f"attn.{n}" for n in ("W_Q", "W_K", "W_V", "b_Q", "b_K", "b_V", "W_O")]
+    group = cfg.n_heads // cfg.kv_heads  # query heads sharing one key/value head
     removed_heads: dict[int, set[int]] = {}
     for c, kept in zip(comps, row, strict=True):
         if kept:
             continue
         if c.kind == "head" and c.head is not None:
-            add(head_params, (c.layer, c.head))
+            add(_QUERY_PARAMS, (c.layer, c.head))
             removed_heads.setdefault(c.layer, set()).add(c.head)
         elif c.kind == "attn":
-            add([*head_params, "attn.b_O", "ln1.w", "ln1.b"], (c.layer,))
+            names = (*_QUERY_PARAMS, *_KV_PARAMS, *_ATTN_LAYER_PARAMS)
+            add([*names, "attn.b_O", "ln1_post.w", "ln1_post.b"], (c.layer,))
         elif c.kind == "mlp":
-            add(["mlp.W_in", "mlp.b_in", "mlp.W_out", "mlp.b_out", "ln2.w", "ln2.b"], (c.layer,))
+            add(_MLP_PARAMS, (c.layer,))
     for layer, hs in removed_heads.items():
+        for kv in range(cfg.kv_heads):
+            if all(kv * group + h in hs for h in range(group)):
+                add(_KV_PARAMS, (layer, kv))
         if len(hs) == cfg.n_heads:
-            add(["ln1.w", "ln1.b"], (layer,))
+            add(_ATTN_LAYER_PARAMS, (layer,))
     return out
 
 

@@ -1,360 +1,65 @@
-"""Hugging Face checkpoints -> :class:`Transformer`, as a table of (source, destination, transform).
+"""Hugging Face checkpoints -> :class:`Transformer`, as tables of (source, destination, transform).
 
-``from_hf`` takes a ``transformers`` model object or a local directory holding ``config.json`` and
-``*.safetensors`` (one file, or shards with ``model.safetensors.index.json``). A directory is read
-with safetensors' numpy API: loading one needs neither torch nor transformers. Nothing is ever
-downloaded.
+``from_hf`` takes a ``transformers`` model object, a local directory holding ``config.json`` and
+``*.safetensors`` (one file, or shards with ``model.safetensors.index.json``), or a Hub repo id
+(resolved through the local Hub cache with ``huggingface_hub``; ``HF_HUB_OFFLINE=1`` never
+touches the network). A directory is read without torch or transformers.
 
-Every config attribute is checked against the architecture's table of :class:`ConfigRule`
-(:data:`GPT2_OPTIONS`): mapped into :class:`ModelConfig`, ignored (no effect on eval-mode
-logits), fixed at its transformers default, or refused by name. An attribute the table does not
-know is refused unless it equals the value of a default-constructed transformers config.
+Supported families (``model_type``): ``gpt2``, ``llama``, ``mistral``, ``qwen2``, ``qwen3``,
+``gemma``, ``gemma2``, ``gemma3_text``, ``gpt_neox``. Every config attribute is checked against
+the family's table of :class:`ConfigRule` (``_hf_options``): mapped into :class:`ModelConfig`,
+ignored (no effect on eval-mode logits), fixed at its transformers default, or refused by name.
+An attribute the table does not know is refused unless it equals the value of a
+default-constructed transformers config.
+
+Weights stream tensor by tensor: each stacked destination ``[n_layers, ...]`` is allocated once
+in the target dtype, filled layer by layer, handed to jax and dropped, so peak host memory stays
+near the checkpoint's size (``benchmarks/load_memory.py`` measures it). A bfloat16 checkpoint
+loads as bfloat16 without a float32 copy.
 """
 
-import json
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any
 
+import jax
 import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 from flax import nnx
-from jaxtyping import Float
 
-from jaxablate._checks import positive_int
-from jaxablate.models.config import Activation, ModelConfig
+from jaxablate._checks import one_of
+from jaxablate.models._hf_config import ACTIVATIONS as ACTIVATIONS
+from jaxablate.models._hf_config import gpt2_config as gpt2_config
+from jaxablate.models._hf_load import TorchStateDict, read_directory, resolve
+from jaxablate.models._hf_options import GPT2_OPTIONS as GPT2_OPTIONS
+from jaxablate.models._hf_options import PRETRAINED_OPTIONS as PRETRAINED_OPTIONS
+from jaxablate.models._hf_options import ConfigRule as ConfigRule
+from jaxablate.models._hf_options import resolve_options as resolve_options
+from jaxablate.models._hf_tables import ARCHITECTURES as ARCHITECTURES
+from jaxablate.models._hf_tables import Architecture as Architecture
+from jaxablate.models._hf_tables import Rule as Rule
+from jaxablate.models.config import ModelConfig
 from jaxablate.models.transformer import Transformer
 
-Transform = Callable[[np.ndarray, ModelConfig], np.ndarray]
+__all__ = [
+    "ARCHITECTURES",
+    "Architecture",
+    "ConfigRule",
+    "Rule",
+    "convert",
+    "from_hf",
+    "model_config",
+    "read_directory",
+    "resolve_options",
+]
 
+DTYPES = ("float32", "bfloat16")
 
-@dataclass(frozen=True)
-class Rule:
-    """One row of a conversion table.
-
-    Attributes:
-        source: Checkpoint tensor name; ``{i}`` stands for the layer index (stacked over layers).
-        dest: Dotted path of the destination parameter in :class:`Transformer`.
-        transform: Maps the source tensor (one layer's) to the destination's layout.
-    """
-
-    source: str
-    dest: str
-    transform: Transform
-
-
-def _same(x: np.ndarray, cfg: ModelConfig) -> np.ndarray:
-    return x
-
-
-def _transpose(x: np.ndarray, cfg: ModelConfig) -> np.ndarray:
-    return x.T
-
-
-def _qkv_weight(part: int) -> Transform:
-    """GPT-2 ``c_attn.weight`` ``[d_model, 3 * H * E]`` -> ``[H, d_model, E]`` for q, k or v."""
-
-    def f(
-        x: Float[np.ndarray, "d_model three_he"], cfg: ModelConfig
-    ) -> Float[np.ndarray, "n_heads d_model d_head"]:
-        width = cfg.n_heads * cfg.d_head
-        w = x[:, part * width : (part + 1) * width]
-        return w.reshape(cfg.d_model, cfg.n_heads, cfg.d_head).transpose(1, 0, 2)
-
-    return f
-
-
-def _qkv_bias(part: int) -> Transform:
-    """GPT-2 ``c_attn.bias`` ``[3 * H * E]`` -> ``[H, E]`` for q, k or v."""
-
-    def f(
-        x: Float[np.ndarray, " three_he"], cfg: ModelConfig
-    ) -> Float[np.ndarray, "n_heads d_head"]:
-        width = cfg.n_heads * cfg.d_head
-        return x[part * width : (part + 1) * width].reshape(cfg.n_heads, cfg.d_head)
-
-    return f
-
-
-def _out_weight(
-    x: Float[np.ndarray, "he d_model"], cfg: ModelConfig
-) -> Float[np.ndarray, "n_heads d_head d_model"]:
-    """GPT-2 ``attn.c_proj.weight`` ``[H * E, d_model]`` -> ``[H, E, d_model]``."""
-    return x.reshape(cfg.n_heads, cfg.d_head, cfg.d_model)
-
-
-GPT2_RULES: tuple[Rule, ...] = (
-    Rule("wte.weight", "W_E", _same),
-    Rule("wpe.weight", "W_pos", _same),
-    Rule("h.{i}.ln_1.weight", "ln1.w", _same),
-    Rule("h.{i}.ln_1.bias", "ln1.b", _same),
-    Rule("h.{i}.attn.c_attn.weight", "attn.W_Q", _qkv_weight(0)),
-    Rule("h.{i}.attn.c_attn.weight", "attn.W_K", _qkv_weight(1)),
-    Rule("h.{i}.attn.c_attn.weight", "attn.W_V", _qkv_weight(2)),
-    Rule("h.{i}.attn.c_attn.bias", "attn.b_Q", _qkv_bias(0)),
-    Rule("h.{i}.attn.c_attn.bias", "attn.b_K", _qkv_bias(1)),
-    Rule("h.{i}.attn.c_attn.bias", "attn.b_V", _qkv_bias(2)),
-    Rule("h.{i}.attn.c_proj.weight", "attn.W_O", _out_weight),
-    Rule("h.{i}.attn.c_proj.bias", "attn.b_O", _same),
-    Rule("h.{i}.ln_2.weight", "ln2.w", _same),
-    Rule("h.{i}.ln_2.bias", "ln2.b", _same),
-    Rule("h.{i}.mlp.c_fc.weight", "mlp.W_in", _same),
-    Rule("h.{i}.mlp.c_fc.bias", "mlp.b_in", _same),
-    Rule("h.{i}.mlp.c_proj.weight", "mlp.W_out", _same),
-    Rule("h.{i}.mlp.c_proj.bias", "mlp.b_out", _same),
-    Rule("ln_f.weight", "ln_final.w", _same),
-    Rule("ln_f.bias", "ln_final.b", _same),
-    Rule("lm_head.weight", "W_U", _transpose),
+#: Parameters a checkpoint may lack (no bias in the family, or ``attention_bias=False``): zeros.
+ZERO_BIASES = frozenset(
+    {"attn.b_Q", "attn.b_K", "attn.b_V", "attn.b_O", "mlp.b_in", "mlp.b_gate", "mlp.b_out"}
 )
-
-#: Non-parameter buffers that some transformers versions store and we ignore.
-GPT2_IGNORED = ("h.{i}.attn.bias", "h.{i}.attn.masked_bias")
-
-#: GPT-2 ``activation_function`` values -> ours (transformers' ``ACT2FN`` names; ``swish`` is
-#: SiLU, ``gelu_pytorch_tanh`` the same tanh approximation as ``gelu_new``).
-_GPT2_ACTIVATIONS: dict[str, Activation] = {
-    "gelu_new": "gelu_new",
-    "gelu_pytorch_tanh": "gelu_new",
-    "gelu": "gelu",
-    "relu": "relu",
-    "silu": "silu",
-    "swish": "silu",
-}
-
-OptionKind = Literal["mapped", "ignored", "fixed"]
-
-
-@dataclass(frozen=True)
-class ConfigRule:
-    """How :func:`model_config` treats one attribute of a Hugging Face config.
-
-    Attributes:
-        kind: ``"mapped"``: read into :class:`ModelConfig` by the architecture's config function,
-            which refuses values it cannot represent. ``"ignored"``: no effect on the logits of
-            an eval-mode forward pass (dropout, token ids, generation and serialisation
-            bookkeeping). ``"fixed"``: only ``default`` is supported; any other value is refused.
-        default: The value in a default-constructed transformers config. It fills in an
-            attribute that ``config.json`` omits, and is the one value a ``"fixed"`` rule allows.
-        note: Why the attribute is ignored or fixed (for readers and error messages).
-    """
-
-    kind: OptionKind
-    default: Any = None
-    note: str = ""
-
-
-def _mapped(default: Any) -> ConfigRule:
-    return ConfigRule("mapped", default)
-
-
-def _fixed(default: Any, note: str) -> ConfigRule:
-    return ConfigRule("fixed", default, note)
-
-
-def _ignored(names: str, note: str) -> dict[str, ConfigRule]:
-    """One ``"ignored"`` rule for each whitespace-separated name in ``names``."""
-    return {name: ConfigRule("ignored", None, note) for name in names.split()}
-
-
-#: Attributes of ``PretrainedConfig`` itself (transformers 4.x and 5.x), shared by every
-#: architecture table. Old ``config.json`` files carry many of them (generation defaults above
-#: all); each has no effect on a decoder-only forward pass, or must stay at its default.
-PRETRAINED_OPTIONS: Mapping[str, ConfigRule] = {
-    **_ignored(
-        "transformers_version architectures _name_or_path _commit_hash"
-        " finetuning_task tokenizer_class prefix task_specific_params"
-        " _attn_implementation_autoset attn_implementation _attn_implementation",
-        "serialisation and bookkeeping",
-    ),
-    **_ignored(
-        "dtype torch_dtype use_bfloat16 torchscript tf_legacy_loss",
-        "storage dtype or export flags; from_hf's dtype= chooses ours",
-    ),
-    **_ignored(
-        "output_hidden_states output_attentions return_dict use_cache chunk_size_feed_forward"
-        " gradient_checkpointing output_past",
-        "what a forward pass returns or how it is chunked, not what it computes",
-    ),
-    **_ignored("id2label label2id num_labels problem_type", "classification heads only"),
-    **_ignored(
-        "bos_token_id eos_token_id pad_token_id sep_token_id decoder_start_token_id"
-        " forced_bos_token_id forced_eos_token_id",
-        "token ids used by tokenizers and generation",
-    ),
-    **_ignored(
-        "max_length min_length do_sample early_stopping num_beams num_beam_groups"
-        " diversity_penalty temperature top_k top_p typical_p repetition_penalty"
-        " length_penalty no_repeat_ngram_size encoder_no_repeat_ngram_size bad_words_ids"
-        " num_return_sequences output_scores return_dict_in_generate remove_invalid_values"
-        " exponential_decay_length_penalty suppress_tokens begin_suppress_tokens",
-        "generation defaults",
-    ),
-    **_ignored("is_decoder", "decoder-only models are causal whatever it says"),
-    "is_encoder_decoder": _fixed(False, "encoder-decoder models are not supported"),
-    "tie_encoder_decoder": _fixed(False, "encoder-decoder models are not supported"),
-    "cross_attention_hidden_size": _fixed(None, "cross-attention is not supported"),
-    "pruned_heads": _fixed({}, "pruned heads give layers of different widths"),
-    "quantization_config": _fixed(None, "quantised checkpoints are not supported"),
-}
-
-#: ``GPT2Config``: every attribute of a default-constructed one (tests check this against the
-#: installed transformers), plus ``PretrainedConfig``'s and legacy ones.
-GPT2_OPTIONS: Mapping[str, ConfigRule] = {
-    **PRETRAINED_OPTIONS,
-    "model_type": _mapped("gpt2"),
-    "vocab_size": _mapped(50257),
-    "n_positions": _mapped(1024),
-    "n_embd": _mapped(768),
-    "n_layer": _mapped(12),
-    "n_head": _mapped(12),
-    "n_inner": _mapped(None),
-    "activation_function": _mapped("gelu_new"),
-    "layer_norm_epsilon": _mapped(1e-5),
-    "tie_word_embeddings": _mapped(True),
-    "scale_attn_weights": _fixed(True, "scores are always divided by sqrt(d_head)"),
-    "scale_attn_by_inverse_layer_idx": _fixed(False, "no per-layer score scaling"),
-    "add_cross_attention": _fixed(False, "cross-attention is not supported"),
-    **_ignored("resid_pdrop embd_pdrop attn_pdrop", "dropout (off at inference)"),
-    **_ignored("initializer_range", "initialisation only"),
-    **_ignored(
-        "summary_type summary_use_proj summary_activation summary_proj_to_labels"
-        " summary_first_dropout",
-        "sequence-summary heads (GPT2DoubleHeadsModel, classification), not the LM head",
-    ),
-    # Same scores, computed in float32 with the scale applied inside the matmul: precision only.
-    # Ours always computes scores and softmax in float32.
-    **_ignored("reorder_and_upcast_attn", "numerical precision only"),
-    **_ignored("n_ctx", "legacy alias of n_positions, unused by transformers"),
-}
-
-
-def _refusal(family: str, problems: list[str]) -> ValueError:
-    return ValueError(f"unsupported {family} config: " + "; ".join(problems))
-
-
-def _same_value(a: Any, b: Any) -> bool:
-    try:
-        return bool(a == b)
-    except Exception:  # e.g. an array-valued attribute
-        return False
-
-
-def resolve_options(
-    hf: Mapping[str, Any],
-    options: Mapping[str, ConfigRule],
-    family: str,
-    library_defaults: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Check every attribute of a HF config against a table; fill in omitted ones.
-
-    Args:
-        hf: The config as a dict (``config.json``, or ``PretrainedConfig.to_dict()``).
-        options: The architecture's table, ``{attribute: rule}``.
-        family: Architecture name for messages (``"GPT-2"``).
-        library_defaults: ``to_dict()`` of a default-constructed config of the installed
-            transformers, when there is one (model objects). An attribute missing from
-            ``options`` is accepted only if it equals its value here.
-
-    Returns:
-        ``hf`` over the table's defaults: every mapped attribute is present.
-
-    Raises:
-        ValueError: naming each attribute, its value and what is supported: a ``"fixed"``
-            attribute off its default, or one the table does not know (at a non-default value).
-    """
-    problems = []
-    for key, value in hf.items():
-        rule = options.get(key)
-        if rule is None:
-            if library_defaults is not None and key in library_defaults:
-                if _same_value(value, library_defaults[key]):
-                    continue
-            problems.append(
-                f"{key}={value!r} is an option jaxablate does not know, so it may change the "
-                "model (supported: leaving it out, or at its transformers default)"
-            )
-        elif rule.kind == "fixed" and not _same_value(value, rule.default):
-            problems.append(f"{key}={value!r} (supported: only {rule.default!r}; {rule.note})")
-    if problems:
-        raise _refusal(family, problems)
-    return {**{k: r.default for k, r in options.items() if r.kind != "ignored"}, **hf}
-
-
-def _gpt2_mlp_width(n_inner: Any, d_model: int) -> int:
-    """GPT-2's MLP width: ``n_inner``, or ``4 * n_embd`` when it is ``None``."""
-    if n_inner is None:
-        return 4 * d_model
-    if isinstance(n_inner, bool) or not isinstance(n_inner, int) or n_inner < 1:
-        raise _refusal("GPT-2", [f"n_inner={n_inner!r} (supported: None or a positive int)"])
-    return n_inner
-
-
-def gpt2_config(hf: Mapping[str, Any]) -> ModelConfig:
-    """Our :class:`ModelConfig` for a GPT-2 config resolved by :func:`resolve_options`.
-
-    Args:
-        hf: Every mapped attribute of :data:`GPT2_OPTIONS` present (``resolve_options`` output).
-
-    Raises:
-        ValueError: a mapped attribute whose value we cannot represent, named with its value
-            and what is supported.
-    """
-    act = hf["activation_function"]
-    if act not in _GPT2_ACTIVATIONS:
-        raise _refusal(
-            "GPT-2", [f"activation_function={act!r} (supported: {sorted(_GPT2_ACTIVATIONS)})"]
-        )
-    d_model = positive_int("GPT-2 config n_embd", hf["n_embd"])
-    n_heads = positive_int("GPT-2 config n_head", hf["n_head"])
-    if d_model % n_heads:
-        raise _refusal("GPT-2", [f"n_embd={d_model} (supported: a multiple of n_head={n_heads})"])
-    eps, tied = hf["layer_norm_epsilon"], hf["tie_word_embeddings"]
-    if isinstance(eps, bool) or not isinstance(eps, int | float) or not eps > 0:
-        raise _refusal("GPT-2", [f"layer_norm_epsilon={eps!r} (supported: a number > 0)"])
-    if not isinstance(tied, bool):
-        raise _refusal("GPT-2", [f"tie_word_embeddings={tied!r} (supported: True or False)"])
-    return ModelConfig(
-        n_layers=positive_int("GPT-2 config n_layer", hf["n_layer"]),
-        n_heads=n_heads,
-        d_model=d_model,
-        d_head=d_model // n_heads,
-        d_mlp=_gpt2_mlp_width(hf["n_inner"], d_model),
-        vocab_size=positive_int("GPT-2 config vocab_size", hf["vocab_size"]),
-        n_ctx=positive_int("GPT-2 config n_positions", hf["n_positions"]),
-        act_fn=_GPT2_ACTIVATIONS[act],
-        layer_norm_eps=float(eps),
-        tie_embeddings=tied,
-    )
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """How to read one family.
-
-    Attributes:
-        family: Its name in messages (``"GPT-2"``).
-        options: ``{attribute: rule}`` for every config attribute (see :class:`ConfigRule`).
-        config: Maps a config resolved against ``options`` to our :class:`ModelConfig`.
-        rules: The weight-conversion table.
-        ignored: Non-parameter buffers in checkpoints (``{i}`` is the layer index).
-        prefixes: Prefixes stripped from checkpoint tensor names.
-    """
-
-    family: str
-    options: Mapping[str, ConfigRule]
-    config: Callable[[Mapping[str, Any]], ModelConfig]
-    rules: tuple[Rule, ...]
-    ignored: tuple[str, ...]
-    prefixes: tuple[str, ...]
-
-
-ARCHITECTURES: dict[str, Architecture] = {
-    "gpt2": Architecture(
-        "GPT-2", GPT2_OPTIONS, gpt2_config, GPT2_RULES, GPT2_IGNORED, ("transformer.",)
-    ),
-}
 
 
 def model_config(
@@ -390,58 +95,133 @@ def convert(
 ) -> Transformer:
     """Build a :class:`Transformer` from checkpoint tensors and a HF config dict.
 
+    Tensors are looked up one at a time (``tensors`` may read lazily) and each destination is
+    filled, handed to jax and its host copy dropped before the next.
+
     Args:
-        tensors: Checkpoint tensors by name.
+        tensors: Checkpoint tensors by name (numpy; bfloat16 as ``ml_dtypes.bfloat16``).
         hf_config: The HF config as a dict (checked by :func:`model_config`).
-        dtype: Dtype of our weights.
+        dtype: Dtype of our weights (``"float32"`` or ``"bfloat16"``).
         library_defaults: See :func:`model_config`.
 
     Raises:
         ValueError: unknown architecture, an unknown or unsupported config attribute (named),
-            or tensors missing from / unexpected in the checkpoint (both listed in the message).
+            tensors missing from / unexpected in the checkpoint (both listed in the message),
+            or a tensor of the wrong shape (named, with its shape and the expected one).
     """
+    dtype = one_of("from_hf dtype", dtype, DTYPES)
     cfg = model_config(hf_config, library_defaults=library_defaults).replace(dtype=dtype)
-    model_type = hf_config["model_type"]
-    arch = ARCHITECTURES[model_type]
+    arch = ARCHITECTURES[hf_config["model_type"]]
+    resolved = resolve_options(hf_config, arch.options, arch.family, library_defaults)
     names = {_strip(k, arch.prefixes): k for k in tensors}
     if len(names) != len(tensors):
         raise ValueError("checkpoint holds the same tensor under several prefixes")
     model = nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0)))
-    used: set[str] = set()
-    missing: list[str] = []
+    plan, missing, used = _plan(arch, cfg, resolved, names, model)
+    ignored = {p.format(i=i) for p in arch.ignored for i in range(cfg.n_layers)}
+    if cfg.tie_embeddings:
+        ignored.add("lm_head.weight")  # a tied copy of the embedding
+    unexpected = sorted(set(names) - used - ignored)
+    if missing or unexpected:
+        raise ValueError(
+            f"checkpoint does not match the {arch.family} ({hf_config['model_type']}) layout: "
+            f"missing tensors {sorted(missing)}, unexpected tensors {unexpected}"
+        )
+    target = _numpy_dtype(cfg.dtype)
+    for rule, dest, sources in plan:
+        value = _gather(rule, tuple(dest.shape), sources, tensors, names, cfg, target)
+        dest.set_value(jax.device_put(value))
+        del value  # the host copy goes before the next destination is read
+    _fill_zeros(model, {rule.dest for rule, _, _ in plan}, target)
+    return model
+
+
+def _numpy_dtype(name: str) -> Any:
+    return ml_dtypes.bfloat16 if name == "bfloat16" else np.dtype(name)
+
+
+def _plan(
+    arch: Architecture,
+    cfg: ModelConfig,
+    hf: Mapping[str, Any],
+    names: Mapping[str, str],
+    model: Transformer,
+) -> tuple[list[tuple[Rule, nnx.Param, list[str]]], list[str], set[str]]:
+    """Which rules apply, with their destinations and source names (aliases resolved).
+
+    Returns:
+        ``(plan, missing, used)``: ``(rule, destination, sources)`` per rule to apply, the
+        checkpoint names that are absent, and the stripped names the plan reads.
+    """
+    plan, missing, used = [], [], set()
     for rule in arch.rules:
         dest = _lookup(model, rule.dest)
         if dest is None:  # e.g. W_U of a tied model, MLP of an attention-only one
             continue
-        layered = "{i}" in rule.source
-        sources = (
-            [rule.source.format(i=i) for i in range(cfg.n_layers)] if layered else [rule.source]
-        )
-        absent = [s for s in sources if s not in names]
-        used.update(s for s in sources if s in names)
-        if absent:
-            missing.extend(absent)
-            continue
-        parts = [rule.transform(np.asarray(tensors[names[s]]), cfg) for s in sources]
-        value = np.stack(parts) if layered else parts[0]
-        expected = tuple(dest.shape)
-        if value.shape != expected:
+        if rule.when is not None and not hf[rule.when]:
+            continue  # no such tensor in this configuration: zeros (a bias)
+        layers = range(cfg.n_layers) if "{i}" in rule.source else [None]
+        sources = []
+        for i in layers:
+            options = [n if i is None else n.format(i=i) for n in (rule.source, *rule.aliases)]
+            found = [n for n in options if n in names]
+            if found:
+                sources.append(found[0])
+                used.add(found[0])
+            else:
+                missing.append(options[0])
+        if len(sources) == len(layers):
+            plan.append((rule, dest, sources))
+    return plan, missing, used
+
+
+def _gather(
+    rule: Rule,
+    shape: tuple[int, ...],
+    sources: list[str],
+    tensors: Mapping[str, np.ndarray],
+    names: Mapping[str, str],
+    cfg: ModelConfig,
+    target: Any,
+) -> np.ndarray:
+    """One destination in ``target`` dtype, filled from its sources one tensor at a time."""
+    layered = "{i}" in rule.source
+    out = np.empty(shape, target)
+    for i, source in enumerate(sources):
+        raw = tensors[names[source]]
+        try:
+            part = rule.transform(raw, cfg)
+        except ValueError as error:  # a reshape that cannot fit: the tensor's shape is wrong
             raise ValueError(
-                f"tensor {rule.source} converts to shape {value.shape}, "
-                f"expected {expected} for {rule.dest}"
+                f"tensor {source} has shape {tuple(raw.shape)}, which does not convert to "
+                f"{rule.dest} {shape[1:] if layered else shape}: {error}"
+            ) from None
+        expected = shape[1:] if layered else shape
+        if part.shape != expected:
+            raise ValueError(
+                f"tensor {source} has shape {tuple(raw.shape)} and converts to shape "
+                f"{part.shape}, expected {expected} for {rule.dest}"
             )
-        dest.set_value(jnp.asarray(value, jnp.dtype(cfg.dtype)))
-    ignored = {p.format(i=i) for p in arch.ignored for i in range(cfg.n_layers)}
-    if cfg.tie_embeddings:
-        ignored.add("lm_head.weight")  # a tied copy of wte
-    unexpected = sorted(set(names) - used - ignored)
-    if missing or unexpected:
-        raise ValueError(
-            f"checkpoint does not match the {model_type} layout: "
-            f"missing tensors {sorted(missing)}, "
-            f"unexpected tensors {unexpected}"
-        )
-    return model
+        if layered:
+            out[i] = part
+        else:
+            out[...] = part
+        del raw, part
+    return out
+
+
+def _fill_zeros(model: Transformer, filled: set[str], target: Any) -> None:
+    """Zeros for the biases no rule filled; any other unfilled parameter is a table bug."""
+    state = nnx.state(model, nnx.Param)
+    for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
+        name = ".".join(str(p.key) for p in path if isinstance(p, jax.tree_util.DictKey))
+        if name in filled:
+            continue
+        if name not in ZERO_BIASES:
+            raise ValueError(f"internal error: no conversion rule fills parameter {name}")
+        dest = _lookup(model, name)
+        assert dest is not None
+        dest.set_value(jnp.zeros(leaf.shape, target))
 
 
 def _strip(name: str, prefixes: tuple[str, ...]) -> str:
@@ -460,58 +240,40 @@ def _lookup(model: Transformer, path: str) -> nnx.Param | None:
     return node
 
 
-def read_directory(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Tensors (numpy) and config of a local checkpoint directory; never touches the network."""
-    from safetensors.numpy import load_file
-
-    root = Path(path)
-    if not root.is_dir():
-        raise ValueError(f"{root} is not a directory (from_hf never downloads: give a local path)")
-    config_file = root / "config.json"
-    if not config_file.is_file():
-        raise ValueError(f"{root} has no config.json")
-    hf_config = json.loads(config_file.read_text())
-    index = root / "model.safetensors.index.json"
-    if index.is_file():
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-    elif (root / "model.safetensors").is_file():
-        files = ["model.safetensors"]
-    else:
-        found = sorted(p.name for p in root.iterdir())
-        raise ValueError(
-            f"{root} has neither model.safetensors nor model.safetensors.index.json "
-            f"(found {found}); save the model with save_pretrained(safe_serialization=True)"
-        )
-    tensors: dict[str, np.ndarray] = {}
-    for name in files:
-        tensors.update(load_file(str(root / name)))
-    return tensors, hf_config
-
-
-def from_hf(source: Any, *, dtype: str = "float32") -> Transformer:
-    """A :class:`Transformer` with the weights of a Hugging Face GPT-2-family model.
+def from_hf(source: Any, *, dtype: str = "float32", revision: str | None = None) -> Transformer:
+    """A :class:`Transformer` with the weights of a Hugging Face causal language model.
 
     Args:
-        source: A ``transformers`` model object (e.g. ``GPT2LMHeadModel``) or a local directory
-            with ``config.json`` and safetensors weights.
-        dtype: Dtype of our weights (``float32`` or ``bfloat16``).
+        source: A ``transformers`` model object (``GPT2LMHeadModel``, ``LlamaForCausalLM``,
+            ...), a local directory with ``config.json`` and safetensors weights, or a Hub repo
+            id such as ``"EleutherAI/pythia-70m"`` (fetched with
+            ``huggingface_hub.snapshot_download``, which honours ``HF_HUB_CACHE`` and
+            ``HF_HUB_OFFLINE``).
+        dtype: Dtype of our weights (``"float32"`` or ``"bfloat16"``). A bfloat16 checkpoint
+            loads as bfloat16 without a float32 copy; ``"float32"`` upcasts.
+        revision: Branch, tag or commit of a Hub id (``None``: ``main``).
 
     Raises:
         ValueError: unsupported architecture; a config attribute that is unknown, or that we
             cannot honour at its value (the message names it, its value and what is supported);
-            a non-directory path; or a checkpoint whose tensors do not match the architecture
-            (missing and unexpected names are listed).
+            a string that is neither a directory nor a repo id; a Hub id not in the cache while
+            offline; or a checkpoint whose tensors do not match the architecture (missing and
+            unexpected names are listed; a wrong shape is named).
     """
+    dtype = one_of("from_hf dtype", dtype, DTYPES)
     library_defaults = None
+    tensors: Mapping[str, np.ndarray]
     if isinstance(source, str | os.PathLike):
-        tensors, hf_config = read_directory(source)
+        tensors, hf_config = read_directory(resolve(source, revision))
     elif hasattr(source, "state_dict") and hasattr(source, "config"):
+        if revision is not None:
+            raise ValueError("revision= applies to Hub ids, not to a model object")
         hf_config = source.config.to_dict()
         library_defaults = _default_config_dict(source.config)
-        tensors = {k: v.detach().float().cpu().numpy() for k, v in source.state_dict().items()}
+        tensors = TorchStateDict(source)
     else:
         raise ValueError(
-            "from_hf needs a transformers model or a local directory path, "
+            "from_hf needs a transformers model, a local directory path or a Hub repo id, "
             f"got {type(source).__name__}"
         )
     return convert(tensors, hf_config, dtype=dtype, library_defaults=library_defaults)

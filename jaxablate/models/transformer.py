@@ -1,14 +1,24 @@
-"""A GPT-2-family transformer in flax NNX whose ablation masks are ordinary inputs.
+"""A configurable decoder-only transformer in flax NNX whose ablation masks are ordinary inputs.
+
+One class covers GPT-2 (its defaults), Llama, GPT-NeoX, Qwen and Gemma 2/3 models through
+:class:`~jaxablate.models.config.ModelConfig`: learned or rotary positions, LayerNorm or RMSNorm,
+grouped-query attention, gated MLPs, parallel residuals, sandwich (post) norms, sliding windows
+and softcaps.
 
 Weights of every block are stacked along a leading ``layer`` axis, so a block is "layer ``l`` of
 the stack" and a whole model is a handful of arrays. The forward pass is written as small stages
 (:meth:`Transformer.embed`, :meth:`Transformer.attn_z`, :meth:`Transformer.mix_heads`,
 :meth:`Transformer.mlp_out`, :meth:`Transformer.unembed`) so that evaluation code can reuse work
-that does not depend on the masks.
+that does not depend on the masks. Every stage that reads positions takes ``queries``: static
+positions to compute at (a query at position ``p`` uses rotary angle ``p`` and the window ending
+at ``p``; all positions still serve as keys and values).
 
-Masks act as ``m * c + (1 - m) * r`` on each head's output ``z`` (before the output projection)
-and on each block's whole output (attention or MLP) before it joins the residual stream; ``r``
-comes from an :class:`~jaxablate.models.inputs.Ablation`.
+Masks act as ``m * c + (1 - m) * r`` on each query head's output ``z`` (before the output
+projection) and on each block's whole output (attention or MLP, after its post norm) before it
+joins the residual stream; ``r`` comes from an :class:`~jaxablate.models.inputs.Ablation`.
+
+Everything is computed in the model dtype except norm statistics, the attention softmax and the
+logits, which are float32.
 """
 
 import math
@@ -35,9 +45,11 @@ class Activations(NamedTuple):
     """Clean activations of every maskable component, stacked over layers.
 
     Attributes:
-        z: Head outputs before the output projection.
-        attn: Whole attention-block outputs (after the output projection and its bias).
-        mlp: Whole MLP-block outputs (zeros for attention-only models).
+        z: Query-head outputs before the output projection.
+        attn: Whole attention-block outputs (after the output projection, its bias and the
+            post norm, if any).
+        mlp: Whole MLP-block outputs (after the post norm, if any; zeros for attention-only
+            models).
     """
 
     z: Float[Array, "layer batch seq head d_head"]
@@ -49,42 +61,81 @@ def _normal(rngs: nnx.Rngs, shape: tuple[int, ...], std: float, dtype: jnp.dtype
     return (std * jax.random.normal(rngs.params(), shape, jnp.float32)).astype(dtype)
 
 
-class LayerNorm(nnx.Module):
-    """LayerNorm with weight ``w`` and bias ``b``, optionally stacked over leading axes."""
+class Norm(nnx.Module):
+    """LayerNorm (weight ``w``, bias ``b``) or RMSNorm (weight ``w``; ``b`` is ``None``) over the
+    last axis, optionally stacked over leading axes; the weight applies as ``offset + w``.
 
-    def __init__(self, lead: tuple[int, ...], d_model: int, eps: float, dtype: jnp.dtype):
+    Weights start at ``1 - offset`` (an identity scale). Statistics are float32.
+    """
+
+    def __init__(
+        self,
+        lead: tuple[int, ...],
+        width: int,
+        *,
+        kind: str,
+        eps: float,
+        offset: float,
+        dtype: jnp.dtype,
+    ):
+        self.kind = kind
         self.eps = eps
-        self.w = nnx.Param(jnp.ones((*lead, d_model), dtype))
-        self.b = nnx.Param(jnp.zeros((*lead, d_model), dtype))
+        self.offset = offset
+        self.w = nnx.Param(jnp.full((*lead, width), 1.0 - offset, dtype))
+        self.b = nnx.Param(jnp.zeros((*lead, width), dtype)) if kind == "layernorm" else None
 
-    def apply(self, x: Float[Array, "batch seq d_model"], *index: int) -> jax.Array:
-        """Normalise ``x`` with the parameters at ``index`` of the stack."""
+    def apply(self, x: Float[Array, "*batch width"], *index: int) -> Float[Array, "*batch width"]:
+        """Normalise ``x`` over its last axis with the parameters at ``index`` of the stack."""
         x32 = x.astype(jnp.float32)
+        lead = (1,) * (x.ndim - 1)
+        w = self.w[index].astype(jnp.float32).reshape(*lead, -1)
+        if self.offset != 0.0:
+            w = self.offset + w
+        if self.b is None:
+            ms = jnp.square(x32).mean(-1, keepdims=True)
+            return (x32 * jax.lax.rsqrt(ms + self.eps) * w).astype(x.dtype)
         mean = x32.mean(-1, keepdims=True)
         var = jnp.square(x32 - mean).mean(-1, keepdims=True)
-        w = self.w[index].astype(jnp.float32)[None, None]
-        b = self.b[index].astype(jnp.float32)[None, None]
+        b = self.b[index].astype(jnp.float32).reshape(*lead, -1)
         return ((x32 - mean) * jax.lax.rsqrt(var + self.eps) * w + b).astype(x.dtype)
 
 
+def _norm(cfg: ModelConfig, lead: tuple[int, ...], width: int, dtype: jnp.dtype) -> Norm:
+    """The config's norm (kind, epsilon, offset) over ``width``."""
+    return Norm(
+        lead, width, kind=cfg.norm, eps=cfg.layer_norm_eps, offset=cfg.norm_offset, dtype=dtype
+    )
+
+
 class Attention(nnx.Module):
-    """Multi-head causal self-attention weights for all layers (TransformerLens naming)."""
+    """Causal self-attention weights for all layers (TransformerLens naming).
+
+    ``W_K``, ``W_V``, ``b_K`` and ``b_V`` have one entry per key/value head; query head ``h``
+    reads key/value head ``h // (n_heads // n_kv_heads)``.
+    """
 
     def __init__(self, cfg: ModelConfig, dtype: jnp.dtype, rngs: nnx.Rngs):
-        L, H, D, E = cfg.n_layers, cfg.n_heads, cfg.d_model, cfg.d_head
+        L, H, KV, D, E = cfg.n_layers, cfg.n_heads, cfg.kv_heads, cfg.d_model, cfg.d_head
         std = cfg.init_std
         self.W_Q = nnx.Param(_normal(rngs, (L, H, D, E), std, dtype))
-        self.W_K = nnx.Param(_normal(rngs, (L, H, D, E), std, dtype))
-        self.W_V = nnx.Param(_normal(rngs, (L, H, D, E), std, dtype))
+        self.W_K = nnx.Param(_normal(rngs, (L, KV, D, E), std, dtype))
+        self.W_V = nnx.Param(_normal(rngs, (L, KV, D, E), std, dtype))
         self.W_O = nnx.Param(_normal(rngs, (L, H, E, D), std, dtype))
         self.b_Q = nnx.Param(jnp.zeros((L, H, E), dtype))
-        self.b_K = nnx.Param(jnp.zeros((L, H, E), dtype))
-        self.b_V = nnx.Param(jnp.zeros((L, H, E), dtype))
+        self.b_K = nnx.Param(jnp.zeros((L, KV, E), dtype))
+        self.b_V = nnx.Param(jnp.zeros((L, KV, E), dtype))
         self.b_O = nnx.Param(jnp.zeros((L, D), dtype))
+        if cfg.qk_norm:  # always RMS norms (with the config's offset), over each head
+            eps, offset = cfg.layer_norm_eps, cfg.norm_offset
+            self.q_norm = Norm((L,), E, kind="rmsnorm", eps=eps, offset=offset, dtype=dtype)
+            self.k_norm = Norm((L,), E, kind="rmsnorm", eps=eps, offset=offset, dtype=dtype)
+        else:
+            self.q_norm = None
+            self.k_norm = None
 
 
 class MLP(nnx.Module):
-    """Two-layer MLP weights for all layers."""
+    """MLP weights for all layers (two-layer, or gated with ``W_gate`` / ``b_gate``)."""
 
     def __init__(self, cfg: ModelConfig, dtype: jnp.dtype, rngs: nnx.Rngs):
         L, D, F = cfg.n_layers, cfg.d_model, cfg.d_mlp
@@ -92,13 +143,57 @@ class MLP(nnx.Module):
         self.b_in = nnx.Param(jnp.zeros((L, F), dtype))
         self.W_out = nnx.Param(_normal(rngs, (L, F, D), cfg.init_std, dtype))
         self.b_out = nnx.Param(jnp.zeros((L, D), dtype))
+        if cfg.gated_mlp:
+            self.W_gate = nnx.Param(_normal(rngs, (L, D, F), cfg.init_std, dtype))
+            self.b_gate = nnx.Param(jnp.zeros((L, F), dtype))
+        else:
+            self.W_gate = None
+            self.b_gate = None
+
+
+def rope_inv_freq(cfg: ModelConfig, layer: int) -> Float[np.ndarray, " half"]:
+    """Rotary inverse frequencies of ``layer`` (float32, as ``transformers`` computes them).
+
+    Sliding-window layers of a model with ``rope_local_theta`` use that base and no scaling;
+    the others use ``rope_theta`` with the config's ``rope_scaling``.
+    """
+    r = cfg.rotary_dim or cfg.d_head
+    local = cfg.rope_local_theta is not None and cfg.is_sliding(layer)
+    theta = np.float32(cfg.rope_local_theta if local else cfg.rope_theta)
+    exponent = np.arange(0, r, 2, dtype=np.int64).astype(np.float32) / np.float32(r)
+    inv = (np.float32(1.0) / theta**exponent).astype(np.float32)
+    if local or cfg.rope_scaling == "none":
+        return inv
+    factor = np.float32(cfg.rope_factor)
+    if cfg.rope_scaling == "linear":
+        return (inv / factor).astype(np.float32)
+    low, high = cfg.rope_low_freq_factor, cfg.rope_high_freq_factor
+    old = cfg.rope_original_context
+    wavelen = np.float32(2 * math.pi) / inv
+    scaled = np.where(wavelen > old / low, inv / factor, inv).astype(np.float32)
+    smooth = ((old / wavelen - low) / (high - low)).astype(np.float32)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = ~(wavelen < old / high) & ~(wavelen > old / low)
+    return np.where(medium, smoothed, scaled).astype(np.float32)
+
+
+def _rotate(
+    x: Float[Array, "batch seq head d_head"], positions: np.ndarray, inv_freq: np.ndarray
+) -> Float[Array, "batch seq head d_head"]:
+    """RoPE ("rotate_half" form) on the first ``2 * len(inv_freq)`` dims of each head."""
+    angles = positions.astype(np.float32)[:, None] * inv_freq[None, :]  # float32, static
+    cos = jnp.asarray(np.cos(angles), x.dtype)[None, :, None, :]
+    sin = jnp.asarray(np.sin(angles), x.dtype)[None, :, None, :]
+    half = inv_freq.shape[0]
+    x1, x2, rest = x[..., :half], x[..., half : 2 * half], x[..., 2 * half :]
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin, rest], axis=-1)
 
 
 class Transformer(nnx.Module):
-    """GPT-2-family decoder: learned positions, pre-LayerNorm blocks, GELU MLPs.
+    """Decoder-only transformer: pre-norm blocks, causal attention, MLPs (see :class:`ModelConfig`).
 
     Args:
-        cfg: The model's shape; see :class:`ModelConfig`.
+        cfg: The model's shape and architecture; see :class:`ModelConfig`.
         rngs: Randomness for the initial weights.
 
     Call it as ``model(tokens, masks=None, ablation=None)`` to get logits.
@@ -111,16 +206,20 @@ class Transformer(nnx.Module):
         dtype = jnp.dtype(cfg.dtype)
         L, D = cfg.n_layers, cfg.d_model
         self.W_E = nnx.Param(_normal(rngs, (cfg.vocab_size, D), cfg.init_std, dtype))
-        self.W_pos = nnx.Param(_normal(rngs, (cfg.n_ctx, D), cfg.init_std / 2, dtype))
-        self.ln1 = LayerNorm((L,), D, cfg.layer_norm_eps, dtype)
+        if cfg.positions == "learned":
+            self.W_pos = nnx.Param(_normal(rngs, (cfg.n_ctx, D), cfg.init_std / 2, dtype))
+        else:
+            self.W_pos = None
+        self.ln1 = _norm(cfg, (L,), D, dtype)
+        self.ln1_post = _norm(cfg, (L,), D, dtype) if cfg.post_norms else None
         self.attn = Attention(cfg, dtype, rngs)
         if cfg.attn_only:
-            self.ln2 = None
-            self.mlp = None
+            self.ln2 = self.ln2_post = self.mlp = None
         else:
-            self.ln2 = LayerNorm((L,), D, cfg.layer_norm_eps, dtype)
+            self.ln2 = _norm(cfg, (L,), D, dtype)
+            self.ln2_post = _norm(cfg, (L,), D, dtype) if cfg.post_norms else None
             self.mlp = MLP(cfg, dtype, rngs)
-        self.ln_final = LayerNorm((), D, cfg.layer_norm_eps, dtype)
+        self.ln_final = _norm(cfg, (), D, dtype)
         if cfg.tie_embeddings:
             self.W_U = None
         else:
@@ -130,7 +229,8 @@ class Transformer(nnx.Module):
     def embed(
         self, tokens: Int[Array, "batch seq"], *, one_hot: bool = False
     ) -> Float[Array, "batch seq d_model"]:
-        """Token plus position embedding: the residual stream entering layer 0.
+        """Token embedding (times ``embed_scale``) plus learned positions, if any: the residual
+        stream entering layer 0.
 
         Args:
             tokens: Token ids.
@@ -146,7 +246,36 @@ class Transformer(nnx.Module):
             tok = jnp.einsum("bsv,vd->bsd", hot, w_e, precision=jax.lax.Precision.HIGHEST)
         else:
             tok = w_e[tokens]
+        if self.config.embed_scale is not None:
+            tok = tok * jnp.asarray(self.config.embed_scale, tok.dtype)
+        if self.W_pos is None:
+            return tok
         return tok + self.W_pos[...][None, :seq]
+
+    def _qkv(
+        self,
+        layer: int,
+        x: Float[Array, "batch seq d_model"],
+        queries: np.ndarray | None,
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Queries ``[b, q, H, E]`` at ``queries``, keys and values ``[b, s, H, E]`` (key/value
+        heads repeated to their query heads), qk-normed and rotated where configured."""
+        cfg, a = self.config, self.attn
+        x_q = x if queries is None else x[:, queries]
+        q = jnp.einsum("bsd,hde->bshe", x_q, a.W_Q[layer]) + a.b_Q[layer][None, None]
+        k = jnp.einsum("bsd,hde->bshe", x, a.W_K[layer]) + a.b_K[layer][None, None]
+        v = jnp.einsum("bsd,hde->bshe", x, a.W_V[layer]) + a.b_V[layer][None, None]
+        if a.q_norm is not None and a.k_norm is not None:
+            q, k = a.q_norm.apply(q, layer), a.k_norm.apply(k, layer)
+        if cfg.positions == "rotary":
+            inv_freq = rope_inv_freq(cfg, layer)
+            keys = np.arange(x.shape[1])
+            q = _rotate(q, keys if queries is None else np.asarray(queries), inv_freq)
+            k = _rotate(k, keys, inv_freq)
+        group = cfg.n_heads // cfg.kv_heads
+        if group > 1:
+            k, v = jnp.repeat(k, group, axis=2), jnp.repeat(v, group, axis=2)
+        return q, k, v
 
     def attn_z(
         self,
@@ -154,7 +283,7 @@ class Transformer(nnx.Module):
         resid: Float[Array, "batch seq d_model"],
         queries: np.ndarray | None = None,
     ) -> Float[Array, "batch query head d_head"]:
-        """Each head's output ``z`` at ``layer`` (attention-weighted values).
+        """Each query head's output ``z`` at ``layer`` (attention-weighted values).
 
         Args:
             layer: Which layer.
@@ -162,48 +291,65 @@ class Transformer(nnx.Module):
             queries: Static positions to compute ``z`` at (all positions still serve as keys
                 and values); ``None``: every position.
         """
-        a = self.attn
-        x = self.ln1.apply(resid, layer)
-        x_q = x if queries is None else x[:, queries]
-        q = jnp.einsum("bsd,hde->bshe", x_q, a.W_Q[layer]) + a.b_Q[layer][None, None]
-        k = jnp.einsum("bsd,hde->bshe", x, a.W_K[layer]) + a.b_K[layer][None, None]
-        v = jnp.einsum("bsd,hde->bshe", x, a.W_V[layer]) + a.b_V[layer][None, None]
-        scale = 1.0 / math.sqrt(self.config.d_head)
+        cfg = self.config
+        q, k, v = self._qkv(layer, self.ln1.apply(resid, layer), queries)
+        scale = 1.0 / math.sqrt(cfg.d_head) if cfg.attn_scale is None else cfg.attn_scale
         scores = jnp.einsum("bqhe,bkhe->bhqk", q, k).astype(jnp.float32) * scale
+        if cfg.attn_softcap is not None:
+            scores = cfg.attn_softcap * jnp.tanh(scores / cfg.attn_softcap)
         seq = resid.shape[1]
         if queries is None:
-            causal = np.tril(np.ones((seq, seq), dtype=bool))
+            allowed = np.tril(np.ones((seq, seq), dtype=bool))
         else:
-            causal = np.asarray(queries)[:, None] >= np.arange(seq)[None, :]
-        scores = jnp.where(causal, scores, jnp.finfo(jnp.float32).min)
+            allowed = np.asarray(queries)[:, None] >= np.arange(seq)[None, :]
+        if cfg.sliding_window is not None and cfg.is_sliding(layer):
+            q_pos = np.arange(seq) if queries is None else np.asarray(queries)
+            allowed &= np.arange(seq)[None, :] > q_pos[:, None] - cfg.sliding_window
+        scores = jnp.where(allowed, scores, jnp.finfo(jnp.float32).min)
         pattern = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
         return jnp.einsum("bhqk,bkhe->bqhe", pattern, v)
 
     def mix_heads(
         self, layer: int, z: Float[Array, "batch seq head d_head"]
     ) -> Float[Array, "batch seq d_model"]:
-        """Output projection of (possibly masked) head outputs, plus its bias."""
-        return (
+        """The attention block's output from (possibly masked) head outputs: the output
+        projection plus its bias, then ``ln1_post`` when the config has post norms."""
+        out = (
             jnp.einsum("bshe,hed->bsd", z, self.attn.W_O[layer]) + self.attn.b_O[layer][None, None]
         )
+        return out if self.ln1_post is None else self.ln1_post.apply(out, layer)
 
     def mlp_out(
         self, layer: int, resid_mid: Float[Array, "batch seq d_model"]
     ) -> Float[Array, "batch seq d_model"]:
-        """The MLP block's output at ``layer`` (before it joins the residual stream)."""
+        """The MLP block's output at ``layer`` (before it joins the residual stream).
+
+        Args:
+            layer: Which layer.
+            resid_mid: The MLP's input before ``ln2``: the residual stream after the attention
+                block, or (parallel residual) the one entering the layer.
+        """
         if self.mlp is None or self.ln2 is None:
             raise ValueError("this model is attention-only: it has no MLP blocks")
         m = self.mlp
+        act = _ACTIVATIONS[self.config.act_fn]
         x = self.ln2.apply(resid_mid, layer)
         hidden = jnp.einsum("bsd,df->bsf", x, m.W_in[layer]) + m.b_in[layer][None, None]
-        hidden = _ACTIVATIONS[self.config.act_fn](hidden)
-        return jnp.einsum("bsf,fd->bsd", hidden, m.W_out[layer]) + m.b_out[layer][None, None]
+        if m.W_gate is not None and m.b_gate is not None:
+            gate = jnp.einsum("bsd,df->bsf", x, m.W_gate[layer]) + m.b_gate[layer][None, None]
+            hidden = act(gate) * hidden
+        else:
+            hidden = act(hidden)
+        out = jnp.einsum("bsf,fd->bsd", hidden, m.W_out[layer]) + m.b_out[layer][None, None]
+        return out if self.ln2_post is None else self.ln2_post.apply(out, layer)
 
     def unembed(self, resid: Float[Array, "batch seq d_model"]) -> Float[Array, "batch seq vocab"]:
-        """Final LayerNorm and unembedding; logits are float32."""
+        """Final norm, unembedding and ``final_softcap``, if any; logits are float32."""
         x = self.ln_final.apply(resid)
         w_u = self.W_E[...].T if self.W_U is None else self.W_U[...]
-        return jnp.einsum("bsd,dv->bsv", x, w_u).astype(jnp.float32)
+        logits = jnp.einsum("bsd,dv->bsv", x, w_u).astype(jnp.float32)
+        cap = self.config.final_softcap
+        return logits if cap is None else cap * jnp.tanh(logits / cap)
 
     def block(
         self,
@@ -217,13 +363,16 @@ class Transformer(nnx.Module):
     ) -> Float[Array, "batch query d_model"]:
         """One block with its components masked.
 
+        Sequential blocks add the attention output to the residual stream and feed that to the
+        MLP; parallel-residual blocks feed the MLP the stream entering the block and add both.
+
         Args:
             layer: Which block.
             resid: Residual stream entering it.
             masks: Mask values (only ``layer``'s entries are read); ``None`` runs the block
                 unmasked, skipping the blend (same result as all-ones masks).
             replacement: Fitted replacements (see :meth:`Ablation.fit`); unused without masks.
-            z: The heads' outputs at ``layer`` (at ``queries``) when they were computed
+            z: The query heads' outputs at ``layer`` (at ``queries``) when they were computed
                 (shared) already.
             queries: Static positions to compute the block's output at (its input at every
                 position still feeds attention); ``None``: every position.
@@ -240,14 +389,15 @@ class Transformer(nnx.Module):
         attn = self.mix_heads(layer, z)
         if mix is not None:
             attn = _blend(attn, mix[0].attn[layer], _at(mix[1].attn, layer, queries))
-        resid = resid + attn
+        mid = resid + attn
         if self.mlp is not None:
-            mlp = self.mlp_out(layer, resid)
+            mlp = self.mlp_out(layer, resid if self.config.parallel_residual else mid)
             if mix is not None:
                 mlp = _blend(mlp, mix[0].mlp[layer], _at(mix[1].mlp, layer, queries))
-            resid = resid + mlp
+            resid = mid + mlp
         else:
             mlp = jnp.zeros_like(attn)
+            resid = mid
         if record is not None:
             record.append((z, attn, mlp))
         return resid
