@@ -138,6 +138,7 @@ def test_report_is_self_contained(tmp_path):
         report.table(["a", "b"], [(1,)])
 
 
+@pytest.mark.slow
 def test_cli_demo_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     assert cli.main(["demo", "--out", str(out), "--fast"]) == 0

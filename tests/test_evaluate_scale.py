@@ -76,6 +76,7 @@ def test_prefix_sharing_handles_duplicates_and_arbitrary_rows(model, tokens):
     np.testing.assert_array_equal(per_example[50:], per_example[:10])
 
 
+@pytest.mark.slow
 def test_memory_budget_bounds_the_chunk(model, tokens):
     comps = ja.heads(CFG, layers=[1, 2])
     rows = ja.subsets.all(len(comps))
@@ -92,6 +93,7 @@ def test_memory_budget_bounds_the_chunk(model, tokens):
         ja.evaluate(model, comps, rows, tokens, memory_budget=10)
 
 
+@pytest.mark.slow
 def test_auto_chunk_size_probes_and_remembers(model, tokens):
     comps = ja.heads(CFG, layers=[3])
     rows = np.repeat(ja.subsets.all(len(comps)), 40, axis=0)  # 320 rows: several candidates
@@ -108,6 +110,7 @@ def test_auto_chunk_size_probes_and_remembers(model, tokens):
     )
 
 
+@pytest.mark.slow
 def test_sharded_over_four_cpu_devices_equals_one(tmp_path, model, tokens):
     ja.save_model(model, tmp_path / "model")
     np.save(tmp_path / "tokens.npy", tokens)

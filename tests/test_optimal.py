@@ -30,6 +30,7 @@ def _tokens(seed: int) -> jax.Array:
     return jax.random.randint(jax.random.key(seed), (8, 8), 0, 16)
 
 
+@pytest.mark.slow
 def test_single_removal_loss_is_never_above_mean_ablation():
     model = _model(attn_only=False)
     cfg = model.config

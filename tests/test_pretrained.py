@@ -157,6 +157,7 @@ def test_modadd_model_adds():
     assert m["accuracy"] > 0.95
 
 
+@pytest.mark.slow
 def test_training_is_deterministic(train_toy):
     recipe = dataclasses.replace(pretrained.RECIPES["induction-2l"], batch_size=8, eval_batch=16)
     a, ma = train_toy["train"](recipe, steps=6, verbose=False)

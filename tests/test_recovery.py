@@ -165,6 +165,7 @@ def _ref_step(graphdef, state, opt, masks, ok, batch, ablation):
 
 
 # ------------------------------------------------------------------ tests
+@pytest.mark.slow
 def test_vmapped_runs_equal_separate_runs_and_a_plain_loop(setup):
     """K = 3 together == a recover call with K = 1 == an independent step-by-step loop.
 
@@ -214,6 +215,7 @@ def recovered(setup):
     return _run(setup, steps=200, eval_every=50, return_params=True)
 
 
+@pytest.mark.slow
 def test_zero_ablation_damage_partly_recovers(setup, recovered):
     """Qualitative bounds on 200 Adam steps: wide enough for any CPU.
 
@@ -412,6 +414,7 @@ def test_a_result_feeds_the_recovery_plot():
         result.model(0)
 
 
+@pytest.mark.slow
 def test_runs_sharded_over_devices_equal_one_device_and_resume_across(setup, tmp_path):
     """K = 3 runs on 2 CPU devices (padded to 4) == one device; a checkpoint written on 2
     devices resumes on 1 to the same curves.

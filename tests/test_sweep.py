@@ -117,6 +117,7 @@ def test_resume_reads_finished_chunks_and_recomputes_bad_ones(setup, tmp_path, c
     np.testing.assert_array_equal(ja.load_sweep(out)[0], values)
 
 
+@pytest.mark.slow
 def test_explicit_rows_other_ablation_and_metric_object(setup, tmp_path):
     model, comps, tokens, _, _ = setup
     rows = ja.subsets.sample(jax.random.key(2), len(comps), 7)
@@ -173,6 +174,7 @@ def test_mismatched_manifest_is_refused(setup, tmp_path, field):
     assert (out / "manifest.json").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_equivalent_call_resumes(setup, tmp_path):
     """int64 tokens, an explicit zero ablation and chunk_size='auto' match the manifest."""
     _, _, tokens, ref, _ = setup

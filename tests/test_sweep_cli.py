@@ -96,6 +96,7 @@ def test_parse_components():
             parse_components(CFG, spec)
 
 
+@pytest.mark.slow
 def test_sweep_then_show(setup, tmp_path, capsys):
     model, tokens, _, root = setup
     out = tmp_path / "s"
@@ -154,6 +155,7 @@ def test_resample_kl_and_workers(setup, tmp_path, capsys):
     assert meta["metric"]["name"] == "kl_to_clean"
 
 
+@pytest.mark.slow
 def test_logit_diff_metric(setup, tmp_path, capsys):
     model, tokens, _, root = setup
     argv = ["sweep", "--model", str(root / "model"), "--tokens", str(root / "tokens.npy")]
