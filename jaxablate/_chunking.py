@@ -82,10 +82,14 @@ def bytes_per_row(cfg: ModelConfig, batch: int, seq: int) -> int:
     """Estimated peak bytes of activations per mask row in one compiled chunk.
 
     Counts float32 copies of the residual stream and block outputs (~8 x d_model), the MLP
-    hidden layer (2 x d_mlp), attention scores and pattern (2 x heads x seq) and the logits with
-    their log-softmax (3 x vocab), per token.
+    hidden layer (2 x d_mlp, 3 x for gated MLPs), attention scores and pattern (2 x heads x seq),
+    keys and values repeated to the query heads under grouped-query attention (2 x heads x
+    d_head), and the logits with their log-softmax (3 x vocab), per token.
     """
-    per_token = 8 * cfg.d_model + 2 * cfg.d_mlp + 2 * cfg.n_heads * seq + 3 * cfg.vocab_size
+    mlp = (3 if cfg.gated_mlp else 2) * cfg.d_mlp
+    repeated_kv = 0 if cfg.kv_heads == cfg.n_heads else 2 * cfg.n_heads * cfg.d_head
+    attn = 2 * cfg.n_heads * seq + repeated_kv
+    per_token = 8 * cfg.d_model + mlp + attn + 3 * cfg.vocab_size
     return 4 * batch * seq * per_token
 
 
