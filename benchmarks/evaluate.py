@@ -8,13 +8,17 @@ Paths, all computing the same table:
 
 Each representative case runs twice: with the next-token loss at every position, and with a
 logit difference at the last position (the usual interpretability metric), which ``ja.evaluate``
-prunes to the work that position depends on (``Metric.positions``).
+prunes to the work that position depends on (``Metric.positions``). The Llama-shaped model
+(grouped-query attention, SwiGLU MLP, RMSNorm, rotary positions; random weights, offline) runs
+its last layer's query heads with both metrics, without TransformerLens (whose loop here builds
+a GPT-2-shaped model).
 
 FLOP/s are naive-equivalent (the FLOPs a full forward per subset would do), reported as a fraction
 of a large float32 matmul's FLOP/s measured in the same run; for (c), which skips shared work, this
 is an effective rate. Compile time is reported apart from steady-state time.
 
-Usage: python benchmarks/evaluate.py [--out benchmarks/results/evaluate.json] [--quick]
+Usage: python benchmarks/evaluate.py [--out PATH] [--quick] [--llama-only]
+  (default PATH: benchmarks/results/evaluate.json, or evaluate_llama.json with --llama-only)
 """
 
 import argparse
@@ -42,6 +46,26 @@ MODELS = {
         batch=16,
         seq=64,
     ),
+    "llama": dict(
+        cfg=dict(
+            n_layers=4,
+            n_heads=8,
+            n_kv_heads=2,
+            d_model=256,
+            d_head=32,
+            d_mlp=688,
+            vocab_size=4096,
+            n_ctx=64,
+            norm="rmsnorm",
+            positions="rotary",
+            gated_mlp=True,
+            act_fn="silu",
+            tie_embeddings=False,
+            layer_norm_eps=1e-6,
+        ),
+        batch=16,
+        seq=64,
+    ),
     "tiny": dict(
         cfg=dict(n_layers=2, n_heads=4, d_model=64, d_head=16, d_mlp=256, vocab_size=128, n_ctx=16),
         batch=4,
@@ -51,13 +75,15 @@ MODELS = {
 
 
 def forward_flops(cfg: ja.ModelConfig, batch: int, seq: int) -> float:
-    """Matmul FLOPs of one full forward pass (2 per multiply-add)."""
+    """Matmul FLOPs of one full forward pass (2 per multiply-add); GQA and gated MLPs counted."""
     tokens = batch * seq
     hd = cfg.n_heads * cfg.d_head
-    per_layer = 2 * tokens * cfg.d_model * 3 * hd  # q, k, v
+    kv = (cfg.n_kv_heads or cfg.n_heads) * cfg.d_head
+    per_layer = 2 * tokens * cfg.d_model * (hd + 2 * kv)  # q, k, v
     per_layer += 2 * 2 * batch * cfg.n_heads * seq * seq * cfg.d_head  # scores, pattern @ v
     per_layer += 2 * tokens * hd * cfg.d_model  # output projection
-    per_layer += 0 if cfg.attn_only else 2 * 2 * tokens * cfg.d_model * cfg.d_mlp
+    mlp_matrices = 3 if cfg.gated_mlp else 2
+    per_layer += 0 if cfg.attn_only else 2 * mlp_matrices * tokens * cfg.d_model * cfg.d_mlp
     return cfg.n_layers * per_layer + 2 * tokens * cfg.d_model * cfg.vocab_size
 
 
@@ -190,7 +216,7 @@ def time_transformer_lens(spec, tokens, rows, layers, heads_per_layer, metric) -
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def case(name, spec, comps_fn, layers, n_timed, peak, quick, metric_name="loss") -> dict:
+def case(name, spec, comps_fn, layers, n_timed, peak, quick, metric_name="loss", tl=True) -> dict:
     cfg = ja.ModelConfig(**spec["cfg"], init_std=0.05)
     model = ja.Transformer(cfg, rngs=nnx.Rngs(0))
     tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, (spec["batch"], spec["seq"]))
@@ -214,7 +240,7 @@ def case(name, spec, comps_fn, layers, n_timed, peak, quick, metric_name="loss")
         ),
         "c_default": time_evaluate(model, comps, rows, tokens, metric=metric, chunk_size="auto"),
     }
-    if not quick:
+    if tl and not quick:
         per_layer = len(comps) // len(layers)
         tl = time_transformer_lens(
             spec, tokens, timed[: max(16, n_timed // 4)], layers, per_layer, metric_name
@@ -247,11 +273,44 @@ def case(name, spec, comps_fn, layers, n_timed, peak, quick, metric_name="loss")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="benchmarks/results/evaluate.json")
+    parser.add_argument("--out", default=None, help="JSON path (default: see the usage line)")
     parser.add_argument("--quick", action="store_true", help="fewer timed rows, no TransformerLens")
+    parser.add_argument(
+        "--llama-only", action="store_true", help="only the Llama-shaped case (both metrics)"
+    )
     args = parser.parse_args()
+    if args.out is None:
+        name = "evaluate_llama.json" if args.llama_only else "evaluate.json"
+        args.out = f"benchmarks/results/{name}"
     peak = matmul_peak()
     n = 64 if args.quick else 256
+    cases = [] if args.llama_only else gpt2_cases(n, peak, args.quick)
+    cases += llama_cases(n, peak, args.quick)
+    write_report(args.out, peak, cases)
+
+
+def llama_cases(n: int, peak: float, quick: bool) -> list[dict]:
+    """The Llama-shaped model's last layer: its 8 query heads (2 key/value heads), both metrics."""
+    spec = MODELS["llama"]
+    last = spec["cfg"]["n_layers"] - 1
+    return [
+        case(
+            f"llama (i): last layer's 8 query heads, {m}",
+            spec,
+            lambda c: ja.heads(c, layers=[last]),
+            [last],
+            n,
+            peak,
+            quick,
+            m,
+            tl=False,
+        )
+        for m in ("loss", "logit_diff")
+    ]
+
+
+def gpt2_cases(n: int, peak: float, quick: bool) -> list[dict]:
+    """The GPT-2-shaped representative model's three head sets, and the tiny model."""
     rep, tiny = MODELS["representative"], MODELS["tiny"]
     representative = [
         ("(i): last layer's 8 heads", lambda c: ja.heads(c, layers=[3]), [3]),
@@ -266,15 +325,19 @@ def main() -> None:
             [1, 2, 3],
         ),
     ]
-    metrics = ["loss"] if args.quick else ["loss", "logit_diff"]
+    metrics = ["loss"] if quick else ["loss", "logit_diff"]
     cases = [
-        case(f"representative {label}, {m}", rep, fn, layers, n, peak, args.quick, m)
+        case(f"representative {label}, {m}", rep, fn, layers, n, peak, quick, m)
         for m in metrics
         for label, fn, layers in representative
     ]
     cases.append(
-        case("tiny: all 8 heads, loss", tiny, lambda c: ja.heads(c), [0, 1], 256, peak, args.quick)
+        case("tiny: all 8 heads, loss", tiny, lambda c: ja.heads(c), [0, 1], 256, peak, quick)
     )
+    return cases
+
+
+def write_report(out: str, peak: float, cases: list[dict]) -> None:
     report = dict(
         benchmark="evaluate",
         device=str(jax.devices()[0]),
@@ -284,11 +347,12 @@ def main() -> None:
         versions=dict(
             jax=jax.__version__, jaxablate=ja.__version__, python=platform.python_version()
         ),
+        load_average_at_end=os.getloadavg(),
         matmul_flops_per_s=peak,
         cases=cases,
     )
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(report, indent=2))
     print(f"device {report['device_kind']}, matmul peak {peak / 1e9:.0f} GFLOP/s")
     for c in cases:
         print(f"\n{c['case']}  ({c['n_rows']} subsets)")
@@ -302,7 +366,7 @@ def main() -> None:
                 f"(compile {r.get('compile_s', 0):.1f} s)"
             )
         print("  ratios: " + ", ".join(f"{k} {v:.2f}x" for k, v in c["ratios"].items()))
-    print(f"\nwrote {args.out}")
+    print(f"\nwrote {out}")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from jaxablate import metrics as metrics_lib
 from jaxablate._sweep import load_sweep, sweep, sweep_chunks
 from jaxablate.components import Component, Components, blocks, heads
 from jaxablate.models.config import ModelConfig
+from jaxablate.models.hf import from_hf
 from jaxablate.models.inputs import Ablation
 from jaxablate.models.io import load_model
 from jaxablate.models.pretrained import list_pretrained, load_pretrained
@@ -38,21 +39,24 @@ _LOGIT_DIFF_SPEC = re.compile(r"logit_diff:(\d+):(\d+)(?::(-?\d+))?")
 
 
 def resolve_model(name_or_dir: str) -> Transformer:
-    """A model from a directory (jaxablate or Hugging Face format) or a shipped toy model name.
+    """A model from a directory (jaxablate or Hugging Face format), a shipped toy model name, or
+    a Hugging Face Hub id ``org/name`` (through the local cache; see :func:`jaxablate.from_hf`).
 
     Raises:
-        ValueError: neither a directory nor a known toy model.
+        ValueError: none of these.
     """
     if os.path.isdir(name_or_dir):
         return load_model(name_or_dir)
     known = list_pretrained()
-    if name_or_dir not in known:
-        raise ValueError(
-            f"--model {name_or_dir!r} is neither a model directory nor a shipped toy model; "
-            f"shipped: {known}"
-        )
-    model, _ = load_pretrained(name_or_dir)
-    return model
+    if name_or_dir in known:
+        model, _ = load_pretrained(name_or_dir)
+        return model
+    if "/" in name_or_dir:
+        return from_hf(name_or_dir)
+    raise ValueError(
+        f"--model {name_or_dir!r} is neither a model directory nor a shipped toy model "
+        f"(shipped: {known}) nor a Hugging Face Hub id 'org/name'"
+    )
 
 
 def _layers(cfg: ModelConfig, lo: str | None, hi: str | None) -> list[int] | None:
