@@ -94,6 +94,7 @@ def _check(hf, model, comps, tokens, rows, abl, replacement):
         np.testing.assert_allclose(ours, ref, atol=2e-4, rtol=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("per_position", [False, True])
 def test_mean_ablation_matches_hook_reference(per_position):
     hf, model, comps, tokens, other, rows = _setup()
@@ -106,6 +107,7 @@ def test_mean_ablation_matches_hook_reference(per_position):
     _check(hf, model, comps, tokens, rows, abl, replacement)
 
 
+@pytest.mark.slow
 def test_per_position_mean_applies_to_shorter_sequences():
     hf, model, comps, tokens, other, rows = _setup()
     abl = ja.ablation.mean(model, other, per_position=True)

@@ -34,6 +34,7 @@ def _ranks(x: np.ndarray) -> np.ndarray:
     return np.argsort(np.argsort(x)).astype(np.float64)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["zero", "mean"])
 def test_attribution_equals_finite_difference_of_the_mask(setup, kind):
     model, tokens, comps = setup
@@ -78,6 +79,7 @@ def test_attribution_ranks_components_like_exact_loco(setup, kind):
     assert np.sign(estimate[top]) == np.sign(exact[top])
 
 
+@pytest.mark.slow
 def test_kl_to_clean_is_stationary_so_its_attribution_is_zero(setup):
     model, tokens, comps = setup
     got = attribution(model, comps, tokens, metric=ja.metrics.kl_to_clean(model, tokens))

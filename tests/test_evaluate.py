@@ -21,6 +21,7 @@ def setup():
     return model, comps, tokens
 
 
+@pytest.mark.slow
 def test_batched_equals_python_loop(setup):
     model, comps, tokens = setup
     rows = ja.subsets.all(len(comps))
@@ -90,6 +91,7 @@ def test_chunked_equals_unchunked(setup, chunk_size):
     np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("share_prefix", [True, False])
 def test_second_call_does_not_recompile(setup, share_prefix):
     model, comps, tokens = setup

@@ -58,6 +58,7 @@ CASES = [(which, "zero") for which in ("last_layer", "first_layer", "mixed")] + 
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("which", "kind"), CASES)
 @pytest.mark.parametrize("metric_name", list(_metrics()))
 def test_position_metrics_equal_full_forward(model, tokens, which, metric_name, kind):
@@ -95,6 +96,7 @@ def _numpy_metric(name, logits, tokens):
     return (logits[:, 0:3].argmax(-1) == tokens[:, 1:4]).mean(-1)
 
 
+@pytest.mark.slow
 def test_pruning_cuts_the_compiled_work(model, tokens, monkeypatch):
     """A last-position metric compiles to far fewer FLOPs than the all-position loss."""
     comps = ja.heads(model.config, layers=[2])

@@ -41,6 +41,7 @@ COMPONENT_SETS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "kind"),
     [(name, "zero") for name in sorted(COMPONENT_SETS)]
@@ -63,6 +64,7 @@ def test_prefix_shared_equals_naive(model, tokens, name, kind):
     assert np.ptp(naive) > 1e-3
 
 
+@pytest.mark.slow
 def test_prefix_sharing_handles_duplicates_and_arbitrary_rows(model, tokens):
     comps = ja.heads(CFG, layers=[0, 1]) + ja.blocks(CFG, "mlp", layers=[2])
     rng = np.random.default_rng(1)

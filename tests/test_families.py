@@ -206,6 +206,7 @@ def _build_type(case: str) -> str:
     return getattr(transformers, CASES[case][0])().model_type
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_logits_match_from_object_and_directory(built, case, tmp_path):
     hf = built[case]
@@ -234,6 +235,7 @@ def test_window_and_rope_settings_are_read(built):
     assert cfg["neox-sequential-tied-nobias"].parallel_residual is False
 
 
+@pytest.mark.slow
 def test_sharded_directory_without_torch(built, tmp_path):
     hf = built["qwen3-qknorm"]
     hf.save_pretrained(tmp_path, max_shard_size="20KB")
@@ -263,6 +265,7 @@ BF16_BOUND = 0.06
 BF16_UPCAST_BOUND = 0.025
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["llama-gqa-llama3", "gemma2-softcap-window"])
 def test_bfloat16_checkpoint_loads_as_bfloat16(case, tmp_path):
     hf = _build(case)

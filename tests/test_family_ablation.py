@@ -167,6 +167,7 @@ CASE_KINDS = [(case, kind) for case in FAMILIES for kind in ("mean", "resample")
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("case", "kind"), CASE_KINDS)
 def test_ablation_matches_torch_hooks(families, case, kind):
     hf, model = families[case]

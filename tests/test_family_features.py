@@ -43,6 +43,7 @@ def _prefix_rows(comps: ja.Components, n_rows: int, seed: int) -> np.ndarray:
 PREFIX_CASES = [pytest.param(case, marks=() if case == GQA else pytest.mark.slow) for case in CASES]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", PREFIX_CASES)
 def test_prefix_sharing_equals_naive_on_every_family(case):
     model = ja.from_hf(build_case(case))
@@ -61,6 +62,7 @@ def test_prefix_sharing_equals_naive_on_every_family(case):
         assert np.ptp(naive) > 1e-3  # the rows differ
 
 
+@pytest.mark.slow
 def test_sweep_all_equals_evaluate(llama, tmp_path):
     cfg = llama.config
     comps = ja.heads(cfg, [1]) + ja.blocks(cfg, "mlp")
@@ -74,6 +76,7 @@ def test_sweep_all_equals_evaluate(llama, tmp_path):
     np.testing.assert_array_equal(again, values)
 
 
+@pytest.mark.slow
 def test_learn_masks_rows_and_metric(llama):
     cfg = llama.config
     comps = ja.heads(cfg) + ja.blocks(cfg, "mlp")
@@ -100,6 +103,7 @@ def test_learn_masks_rows_and_metric(llama):
 _KV = ("W_K", "W_V", "b_K", "b_V")
 
 
+@pytest.mark.slow
 def test_recover_freezes_the_params_of_a_removed_kv_group(llama):
     cfg = llama.config
     group = cfg.n_heads // cfg.kv_heads
@@ -156,6 +160,7 @@ def test_recover_freezes_the_params_of_a_removed_kv_group(llama):
     assert not np.array_equal(ablated["mlp.W_in"], before["mlp.W_in"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["zero-logit_diff", "mean-loss"])
 def test_attribution_equals_mask_gradient(llama, kind):
     cfg = llama.config
@@ -185,6 +190,7 @@ def test_attribution_equals_mask_gradient(llama, kind):
         np.testing.assert_allclose(got, fd, atol=2e-3 * max(1.0, np.abs(fd).max()), rtol=1e-2)
 
 
+@pytest.mark.slow
 def test_optimal_ablation_runs_and_beats_mean(llama):
     cfg = llama.config
     comps = ja.heads(cfg, [1]) + ja.blocks(cfg, "mlp")

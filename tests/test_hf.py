@@ -23,6 +23,7 @@ def _tokens(vocab: int, batch: int = 3, seq: int = 12, seed: int = 0) -> np.ndar
     return np.random.default_rng(seed).integers(0, vocab, (batch, seq)).astype(np.int32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kwargs", CONFIGS)
 def test_logits_match_transformers(kwargs):
     hf = tiny_gpt2(**kwargs)
@@ -33,6 +34,7 @@ def test_logits_match_transformers(kwargs):
     np.testing.assert_allclose(ours, hf_logits(hf, tokens), atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kwargs", CONFIGS[:2])
 def test_logits_from_saved_directory_without_torch(tmp_path, kwargs):
     hf = tiny_gpt2(**kwargs)
@@ -63,6 +65,7 @@ def test_sharded_checkpoint(tmp_path):
     np.testing.assert_allclose(np.asarray(model(tokens)), hf_logits(hf, tokens), atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow
 def test_zero_ablated_heads_match_zeroed_output_projection():
     hf = tiny_gpt2(n_embd=32, n_head=4, n_layer=3, vocab_size=40)
     model = ja.from_hf(hf)

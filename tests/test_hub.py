@@ -66,6 +66,7 @@ def _load_in_subprocess(cache, tmp_path, call: str) -> subprocess.CompletedProce
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("call", "commit"),
     [

@@ -18,6 +18,7 @@ def model():
 TOKENS = np.zeros((2, 5), np.int32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("tokens", "pattern"),
     [

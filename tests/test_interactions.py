@@ -196,6 +196,7 @@ def close(actual: jax.Array, expected: np.ndarray, atol: float = 1e-10) -> None:
 # ------------------------------------------------------------------ fast == brute force
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6])
 def test_matches_brute_force(n: int) -> None:
     v = random_game(n, seed=n)
@@ -237,6 +238,7 @@ def test_removal_pairs_are_pair_derivatives_at_the_full_model() -> None:
         close(ia.removal_pairs(v), expected)
 
 
+@pytest.mark.slow
 def test_float32_by_default_and_documented_accuracy() -> None:
     n = 12
     v = random_game(n, seed=5)
@@ -399,6 +401,7 @@ def test_zeta_inverts_mobius(game: tuple[np.ndarray, int]) -> None:
         np.testing.assert_allclose(np.asarray(ia.mobius(ia.zeta(v))), v, atol=1e-9)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(games(), st.data())
 def test_efficiency(game: tuple[np.ndarray, int], data: st.DataObject) -> None:
@@ -415,6 +418,7 @@ def test_efficiency(game: tuple[np.ndarray, int], data: st.DataObject) -> None:
             np.testing.assert_array_equal(out[np.asarray(ia.coalition_sizes(n)) > k], 0)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(games(), st.randoms(use_true_random=False))
 def test_symmetry_permuting_players_permutes_the_indices(game: tuple[np.ndarray, int], rnd) -> None:
@@ -545,6 +549,7 @@ def last_logit(logits: jax.Array, tokens: jax.Array) -> jax.Array:
     return logits[:, -1, 0]
 
 
+@pytest.mark.slow
 def test_shapiq_game_matches_a_forward_pass_loop(small_model) -> None:
     # Neither the ablation nor the metric is evaluate's default, so both must reach it.
     model, comps, tokens = small_model

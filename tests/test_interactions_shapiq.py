@@ -74,6 +74,7 @@ def orders(n: int, kind: str) -> list[int]:
     return [1, 2, 3] if kind == "random" else [1, 2]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["random", "additive", "and", "or"])
 @pytest.mark.parametrize("n", range(1, 11))
 def test_matches_shapiq_exact_computer(n: int, kind: str) -> None:

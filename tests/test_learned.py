@@ -57,6 +57,7 @@ def _codes(rows: np.ndarray) -> np.ndarray:
     return (rows.astype(np.int64) << np.arange(rows.shape[-1])).sum(-1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("parametrization", ["hard_concrete", "sigmoid"])
 def test_planted_heads_are_kept_exactly(parametrization):
     model = _planted_model()
@@ -122,6 +123,7 @@ def random_study():
     return model, comps, tokens, rows, values, penalties, fronts
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("parametrization", ["hard_concrete", "sigmoid"])
 def test_front_is_in_best_tenth_of_each_size(random_study, parametrization):
     _, _, _, rows, values, _, fronts = random_study
@@ -138,6 +140,7 @@ def test_front_is_in_best_tenth_of_each_size(random_study, parametrization):
     assert np.all(np.diff(res.n_kept) <= 0)
 
 
+@pytest.mark.slow
 def test_vmapped_penalties_equal_separate_runs(random_study):
     """P penalties trained together give the P runs trained alone (compared over SHORT steps).
 
@@ -181,6 +184,7 @@ def test_second_call_does_not_recompile_and_weights_stay_frozen(random_study):
         assert after[name].dtype == value.dtype
 
 
+@pytest.mark.slow
 def test_sigmoid_with_sgd_matches_a_hand_written_loop():
     """One optimiser step of the deterministic sigmoid parametrisation, written out by hand."""
     model = _random_model(5)

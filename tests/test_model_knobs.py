@@ -118,6 +118,7 @@ def tokens_for(model: ja.Transformer, seed: int = 1, batch: int = 3) -> np.ndarr
     return rng.integers(0, model.config.vocab_size, (batch, SEQ)).astype(np.int32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(KNOBS))
 def test_logits_equal_float64_reference(name):
     model = make(name)
@@ -155,6 +156,7 @@ def _numpy_metric(name: str, logits: np.ndarray, tokens: np.ndarray) -> np.ndarr
     return -np.take_along_axis(logp[:, :-1], tokens[:, 1:, None], -1)[..., 0].mean(-1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [*FAMILIES, "sliding_all", "rope_local_theta"])
 def test_evaluate_prefix_sharing_equals_naive_and_loop(name):
     """Includes a last-position metric (``queries``) on layers whose window is shorter than
@@ -193,6 +195,7 @@ def test_attn_z_at_queries_equals_full(name):
         resid = model.block(layer, resid, None, None)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["gemma3", "llama"])
 def test_mean_and_resample_ablation(name):
     model = make(name, seed=8)
@@ -221,6 +224,7 @@ def test_mean_and_resample_ablation(name):
         assert not np.allclose(shared[1:], shared[:1])  # the ablation matters
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [*FAMILIES, "layernorm_offset"])
 def test_save_load_round_trip(name, tmp_path):
     model = make(name, seed=10)
@@ -237,6 +241,7 @@ def test_save_load_round_trip(name, tmp_path):
     np.testing.assert_array_equal(np.asarray(loaded(tokens)), np.asarray(model(tokens)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["llama", "gemma2", "neox"])
 def test_bfloat16_is_close_to_float32(name):
     model = make(name, seed=11)

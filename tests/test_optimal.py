@@ -65,6 +65,7 @@ def test_single_removal_loss_is_never_above_mean_ablation():
     )
 
 
+@pytest.mark.slow
 def test_training_on_single_removals_matches_a_hand_written_loop():
     """SGD on the mean single-removal loss, keeping each component's best constant."""
     model = _model(attn_only=True)
@@ -147,6 +148,7 @@ def test_bad_input_raises(kwargs, match):
         ja.ablation.optimal(model, comps, _tokens(0), **args)
 
 
+@pytest.mark.slow
 def test_random_subsets_only_still_never_worse_than_mean():
     model = _model(attn_only=True)
     cfg = model.config

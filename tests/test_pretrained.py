@@ -51,6 +51,7 @@ def _np_next_token_ce(logits: np.ndarray, tokens: np.ndarray, b: int, p: int) ->
     return float(np.log(np.exp(z - z.max()).sum()) + z.max() - z[tokens[b, p + 1]])
 
 
+@pytest.mark.slow
 def test_induction_batches_and_metric_against_a_loop():
     task = tasks.induction(vocab_size=20, min_segment=3, max_segment=6)
     toks = np.asarray(task.batch(jax.random.key(3), 16))
@@ -75,6 +76,7 @@ def test_induction_batches_and_metric_against_a_loop():
         np.testing.assert_allclose(got["repeat_accuracy"][b], acc, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_modular_addition_batches_and_metric():
     task = tasks.modular_addition(p=7)
     toks = np.asarray(task.batch(jax.random.key(0), 32))
@@ -103,6 +105,7 @@ def test_bad_task_arguments():
     )
 
 
+@pytest.mark.slow
 def test_induction_model_really_does_induction(induction):
     model, task = induction
     assert model.config == pretrained.RECIPES["induction-2l"].config
@@ -113,6 +116,7 @@ def test_induction_model_really_does_induction(induction):
     assert m["repeat_accuracy"] > 0.9
 
 
+@pytest.mark.slow
 def test_induction_heads_back_each_other_up(induction):
     """Some pair's joint removal costs clearly more than the sum of its single removals."""
     model, task = induction
@@ -133,6 +137,7 @@ def test_induction_heads_back_each_other_up(induction):
     assert cij > 3 * (ci + cj)
 
 
+@pytest.mark.slow
 def test_shipped_metrics_match_the_weights(induction):
     for name in pretrained.list_pretrained():
         model, task = induction if name == "induction-2l" else pretrained.load_pretrained(name)

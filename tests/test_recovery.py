@@ -244,6 +244,7 @@ def test_zero_ablation_damage_partly_recovers(setup, recovered):
         assert 0.1 < r.recovered_fraction[k, -1] <= 1.1
 
 
+@pytest.mark.slow
 def test_removed_components_stay_removed(setup, recovered):
     """Perturbing a removed head's or MLP's own weights does not change the ablated output.
 
@@ -291,6 +292,7 @@ def test_step_compiles_once(setup, recovered):
         _run(setup, rows=~ROWS, steps=5, eval_every=5)
 
 
+@pytest.mark.slow
 def test_trainable_selects_what_changes(setup):
     model, _, _, _ = setup
     start = _params(model)
@@ -332,6 +334,7 @@ def test_bad_arguments_are_refused(setup):
         _run(setup, steps=0)
 
 
+@pytest.mark.slow
 def test_checkpoint_of_another_configuration_is_refused(setup, tmp_path):
     first = _run(setup, checkpoint_dir=str(tmp_path))
     again = _run(setup, checkpoint_dir=str(tmp_path))  # finished: restored, not retrained

@@ -63,6 +63,7 @@ def run(setup, out, rows="all", fn=ja.sweep, **kw):
     return result, computed
 
 
+@pytest.mark.slow
 def test_sweep_equals_loop_and_load_sweep(setup, tmp_path):
     _, comps, _, ref, _ = setup
     values, computed = run(setup, tmp_path / "s")
@@ -81,6 +82,7 @@ def test_sweep_equals_loop_and_load_sweep(setup, tmp_path):
     assert ja.sweep_status(tmp_path / "s", verify=True).complete
 
 
+@pytest.mark.slow
 def test_resume_reads_finished_chunks_and_recomputes_bad_ones(setup, tmp_path, caplog):
     ref = setup[3]
     out = tmp_path / "s"
@@ -394,6 +396,7 @@ def test_two_processes_with_jax_distributed(setup, tmp_path):
     np.testing.assert_allclose(single, ref, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_position_metric_sweep_and_changed_position_is_refused(setup, tmp_path):
     """A last-position metric sweeps to the loop's values; moving its position is refused."""
     model, comps, tokens, _, _ = setup

@@ -134,6 +134,7 @@ def test_sweep_then_show(setup, tmp_path, capsys):
     np.testing.assert_allclose(spectrum, brute_spectrum(v, 4)[1:], atol=2e-4)
 
 
+@pytest.mark.slow
 def test_resample_kl_and_workers(setup, tmp_path, capsys):
     model, tokens, ref, root = setup
     out = tmp_path / "s"
@@ -176,6 +177,7 @@ def test_logit_diff_metric(setup, tmp_path, capsys):
     assert "logit_diff:CORRECT:WRONG[:POSITION]" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_errors(setup, tmp_path, capsys):
     model, tokens, _, root = setup
     base = ["sweep", "--tokens", str(root / "tokens.npy"), "--out", str(tmp_path / "x")]
