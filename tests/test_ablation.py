@@ -118,6 +118,7 @@ def test_per_position_mean_applies_to_shorter_sequences():
     _check(hf, model, comps, tokens[:, :6], rows[:2], abl, replacement)
 
 
+@pytest.mark.slow
 def test_resample_ablation_matches_hook_reference():
     hf, model, comps, tokens, other, rows = _setup()
     abl = ja.ablation.resample(model, other)

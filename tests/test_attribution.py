@@ -61,6 +61,7 @@ def test_attribution_equals_finite_difference_of_the_mask(setup, kind):
     assert np.abs(fd).max() > 1e-2  # the effects are not all ~0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["zero", "mean"])
 def test_attribution_ranks_components_like_exact_loco(setup, kind):
     model, tokens, comps = setup

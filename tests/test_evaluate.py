@@ -36,6 +36,7 @@ def test_batched_equals_python_loop(setup):
     assert np.ptp(batched.mean(-1)) > 0.05  # the masks matter
 
 
+@pytest.mark.slow
 def test_forward_equals_float64_numpy_reference(setup):
     model, comps, tokens = setup
     reference = reference_logits(model, tokens)
@@ -82,6 +83,7 @@ def test_masked_forward_equals_float64_numpy_reference(setup):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("chunk_size", [1, 5, 64])
 def test_chunked_equals_unchunked(setup, chunk_size):
     model, comps, tokens = setup

@@ -173,6 +173,7 @@ def test_resolve_options_fills_defaults_and_keeps_values():
     assert "resid_pdrop" not in resolved  # ignored attributes are not filled in
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("options", ACCEPTED)
 def test_irrelevant_options_pass_from_model_object(options):
     hf = tiny_gpt2(**SMALL, **options)

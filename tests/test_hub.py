@@ -84,6 +84,7 @@ def test_hub_id_resolves_from_offline_cache(hub, tmp_path, call, commit):
     np.testing.assert_allclose(np.load(tmp_path / "ours.npy"), ref, atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow
 def test_offline_and_not_cached_says_so(hub, tmp_path):
     cache, _ = hub
     done = _load_in_subprocess(cache, tmp_path, 'ja.from_hf("org/absent")')
@@ -105,6 +106,7 @@ def test_revision_only_for_hub_ids(hub):
         ja.from_hf(cache / "models--org--name" / "snapshots" / MAIN, revision="main")
 
 
+@pytest.mark.slow
 def test_snapshot_layout_is_a_plain_directory(hub):
     """The same snapshot loads as a directory (the cache layout holds ordinary files)."""
     cache, models = hub

@@ -70,6 +70,7 @@ def test_bad_continuous_masks():
         model(TOKENS, masks=masks)  # ...but the model takes one mask set: vmap over the axis
 
 
+@pytest.mark.slow
 def test_bad_ablation_references(model):
     with pytest.raises(ValueError, match=r"mean ablation reference tokens: token ids must lie"):
         ja.ablation.mean(model, np.array([[0, 12]]))

@@ -276,6 +276,7 @@ FUNCTIONS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(FUNCTIONS))
 def test_jit_vmap_and_leading_axes(name: str) -> None:
     f = FUNCTIONS[name]
@@ -392,6 +393,7 @@ def permute_players(v: np.ndarray, n: int, perm: list[int]) -> np.ndarray:
     return w
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(games(max_n=8))
 def test_zeta_inverts_mobius(game: tuple[np.ndarray, int]) -> None:
@@ -504,6 +506,7 @@ def test_spectrum_sums_to_one(game: tuple[np.ndarray, int]) -> None:
     assert (s >= 0).all()
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(st.integers(1, 8), st.data())
 def test_spectrum_of_an_additive_game_sits_at_degree_one(n: int, data: st.DataObject) -> None:

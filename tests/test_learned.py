@@ -222,6 +222,7 @@ def test_sigmoid_with_sgd_matches_a_hand_written_loop():
     np.testing.assert_allclose(res.probs[0], jax.nn.sigmoid(theta), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_hard_concrete_closed_forms():
     """Keep-probability P(mask > 0) and sample statistics against a Monte Carlo reference."""
     log_alpha = jnp.array([-3.0, -1.0, 0.0, 1.5, 4.0])

@@ -129,6 +129,7 @@ def test_logits_equal_float64_reference(name):
     np.testing.assert_allclose(logits, reference, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name", [*FAMILIES, "post_norms", "parallel_residual", "mqa", "attn_only_rotary_gqa"]
 )
@@ -182,6 +183,7 @@ def test_evaluate_prefix_sharing_equals_naive_and_loop(name):
         np.testing.assert_allclose(shared[0], _numpy_metric(metric_name, full, tokens), atol=2e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["gemma2", "gemma3", "neox", "rope_llama3"])
 def test_attn_z_at_queries_equals_full(name):
     model = make(name)

@@ -150,6 +150,7 @@ def _changes(setup):
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "field",
     ["tokens_sha256", "metric", "ablation", "chunk_size", "components", "weights_sha256", "rows"],
@@ -200,6 +201,7 @@ def test_equivalent_call_resumes(setup, tmp_path):
     assert computed == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("n_rows", "worker", "chunk", "own"),
     [(16, (0, 1), 16, [0]), (16, (1, 2), 2, [1, 3, 5, 7]), (3, (2, 4), 1, [2])],
@@ -288,6 +290,7 @@ def test_invalid_arguments(setup, tmp_path, kw, match):
     assert not (tmp_path / "s" / "manifest.json").exists()
 
 
+@pytest.mark.slow
 def test_all_rows_limit(tmp_path):
     """rows='all' over more than 30 components is refused before anything is written."""
     cfg = ja.ModelConfig(
