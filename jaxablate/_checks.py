@@ -28,10 +28,17 @@ def is_tracer(value: object) -> bool:
     return isinstance(value, jax.core.Tracer)  # pyright: ignore[reportAttributeAccessIssue]
 
 
-def positive_int(name: str, value: object) -> int:
-    """``value`` as a positive int, else ``ValueError`` naming ``name``."""
+def positive_int(name: str, value: object, alternatives: str = "") -> int:
+    """``value`` as a positive int, else ``ValueError`` naming ``name``.
+
+    Args:
+        name: The argument, for the message.
+        value: What was given.
+        alternatives: The other values the caller accepts and has handled already, for the
+            message (e.g. ``" or 'auto'"``).
+    """
     if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
+        raise ValueError(f"{name} must be a positive int{alternatives}, got {value!r}")
     return int(value)
 
 

@@ -162,14 +162,7 @@ def choose(
     if chunk_size == "auto":
         probed = _probe(runner, rows, cfg, token_shape, min(full, cap), probe_key)
         return Plan(balanced(n_rows, probed.chunk, groups), probed.inner)
-    if isinstance(chunk_size, str):
-        raise ValueError(f"chunk_size must be a positive int, 'auto' or None, got {chunk_size!r}")
-    try:
-        chunk = positive_int("chunk_size", chunk_size)
-    except ValueError:
-        raise ValueError(
-            f"chunk_size must be a positive int, 'auto' or None, got {chunk_size!r}"
-        ) from None
+    chunk = positive_int("chunk_size", chunk_size, ", 'auto' or None")
     return Plan(min(_round_up(chunk, groups), full))
 
 

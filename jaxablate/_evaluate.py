@@ -273,7 +273,7 @@ def run(
     """:func:`evaluate_per_example` with the plan it ran with (arguments as there)."""
     check_components(model.config, comps)
     tokens = check_tokens(model.config, tokens)
-    rows_arr = check_rows(rows, len(comps), binary=True)
+    rows_arr = np.asarray(check_rows(rows, len(comps), binary=True))
     rows_2d(rows_arr, len(comps))
     replacement = (zero() if ablation is None else ablation).fit(
         model.config, batch=tokens.shape[0], seq=tokens.shape[1]
@@ -283,14 +283,14 @@ def run(
     runner = _Runner(model, comps, tokens, replacement, metric_obj, share_prefix, mesh)
     plan = _chunking.choose(
         runner,
-        np.asarray(rows_arr),
+        rows_arr,
         model.config,
         (int(tokens.shape[0]), int(tokens.shape[1])),
         chunk_size=chunk_size,
         budget=memory_budget,
         probe_key=runner.probe_key(),
     )
-    prep = runner.prepare(np.asarray(rows_arr), plan)
+    prep = runner.prepare(rows_arr, plan)
     outputs = [runner.run_chunk(prep, i) for i in range(prep.n_chunks)]
     values = prep.unsort(np.concatenate([np.asarray(o) for o in outputs], axis=0))
     return Evaluation(per_example=values, plan=plan)

@@ -268,10 +268,7 @@ def _int_or_auto(name: str, value: object) -> int | Literal["auto"]:
     """``value`` if it is ``"auto"`` or a positive int, else ``ValueError`` naming ``name``."""
     if isinstance(value, str) and value == "auto":
         return "auto"
-    try:
-        return positive_int(name, value)
-    except ValueError:
-        raise ValueError(f"{name} must be a positive int or 'auto', got {value!r}") from None
+    return positive_int(name, value, " or 'auto'")
 
 
 def _resolve_rows(rows: object, n: int) -> tuple[np.ndarray | None, int, Any]:
