@@ -81,7 +81,7 @@ def attribution(
     Raises:
         ValueError: components, tokens or ablation that do not fit the model.
     """
-    check_components(model.config, comps)
+    check_components(model.config, comps, where="attribution")
     tokens = check_tokens(model.config, tokens)
     replacement = (zero() if ablation is None else ablation).fit(
         model.config, batch=tokens.shape[0], seq=tokens.shape[1]

@@ -26,10 +26,12 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, Bool, Float, Int
 
 from jaxablate import _chunking, _prefix
+from jaxablate._batch import Batch, QueryKey, batch_of, queries_of
 from jaxablate._checks import local_mesh, one_axis_mesh, rows_2d
+from jaxablate._prompts import Prompts
 from jaxablate.components import Components, check_components, check_rows
-from jaxablate.metrics import Metric, as_metric, loss, per_example
-from jaxablate.models.inputs import Ablation, Masks, check_tokens, zero
+from jaxablate.metrics import Metric, as_metric, loss, score
+from jaxablate.models.inputs import Ablation, Masks, zero
 from jaxablate.models.transformer import Transformer
 
 MESH_AXIS = "masks"
@@ -38,18 +40,21 @@ MESH_AXIS = "masks"
 def _naive_group(
     model: Transformer,
     comps: Components,
-    tokens: jax.Array,
+    tokens: tuple[jax.Array, jax.Array, jax.Array | None],
     rows: jax.Array,
     replacement: Ablation,
     metric: Metric,
     inner: int,
+    queries: np.ndarray | None,
 ) -> jax.Array:
-    """Every row runs the whole model (tokens broadcast so no work is shared)."""
-    masks = comps.masks_unchecked(rows)
-    per_row_tokens = jnp.broadcast_to(tokens, (rows.shape[0], *tokens.shape))
+    """Every row runs the whole model (tokens broadcast so no work is shared) and the metric
+    reads its positions and columns from the full logits."""
+    ids, metric_ids, selectors = tokens
+    masks = comps.masks_unchecked(rows, selectors)
+    per_row_tokens = jnp.broadcast_to(ids, (rows.shape[0], *ids.shape))
 
     def one(m: Masks, t: jax.Array) -> jax.Array:
-        return per_example(metric, model.forward(t, m, replacement), t)
+        return score(metric, model.forward(t, m, replacement), metric_ids, queries)
 
     return jax.lax.map(lambda a: one(*a), (masks, per_row_tokens), batch_size=inner)
 
@@ -57,29 +62,32 @@ def _naive_group(
 def _tree_group(
     model: Transformer,
     comps: Components,
-    tokens: jax.Array,
+    tokens: tuple[jax.Array, jax.Array, jax.Array | None],
     parents: tuple[jax.Array, ...],
     reps: tuple[jax.Array, ...],
     replacement: Ablation,
     metric: Metric,
     inner: int,
+    queries: np.ndarray | None,
 ) -> jax.Array:
     """One prefix tree (see :mod:`jaxablate._prefix`): rows of its last stage -> [rows, batch].
 
     Nodes of a stage go through ``jax.lax.map`` in vmapped batches of ``inner``: small batches
     keep a CPU's working set in cache, one batch of all nodes suits accelerators.
 
-    A metric that reads a few positions (:attr:`Metric.positions`) runs the model on the
-    positions up to the last one read (attention is causal, so later ones change nothing), and
-    the last layer computes its queries, MLP and unembedding at the read positions alone.
+    A metric that reads a few positions (``queries``, from :attr:`Metric.positions`) runs the
+    model on the positions up to the last one read by any example (attention is causal, so later
+    ones change nothing), and the last layer computes its queries, MLP and unembedding at the
+    read positions alone (each example at its own); a metric that reads a few vocabulary ids
+    (:attr:`Metric.columns`) gets only their logits.
     """
     layers = comps.layers
     last = model.config.n_layers - 1
-    queries = metric.query_positions(tokens.shape[1])
-    run_tokens = tokens
+    ids, metric_ids, selectors = tokens
+    run_tokens = ids
     if queries is not None:
         length = int(queries.max()) + 1
-        run_tokens = tokens[:, :length]
+        run_tokens = ids[:, :length]
         replacement = jax.tree.map(lambda r: r[:, :, :length], replacement)
 
     def at_last(layer: int) -> np.ndarray | None:
@@ -93,7 +101,7 @@ def _tree_group(
         stop = layers[j + 1] if j + 1 < len(layers) else last + 1
         attn_z = functools.partial(model.attn_z, layer, queries=at_last(layer))
         z = jax.lax.map(attn_z, nodes, batch_size=inner)
-        masks = comps.masks_unchecked(reps[j])
+        masks = comps.masks_unchecked(reps[j], selectors)
 
         def child(p: jax.Array, m: Masks, nodes=nodes, z=z, layer=layer, stop=stop) -> jax.Array:
             r = model.block(layer, nodes[p], m, replacement, z=z[p], queries=at_last(layer))
@@ -102,8 +110,8 @@ def _tree_group(
             return r
 
         def row_metric(p: jax.Array, m: Masks, child=child) -> jax.Array:
-            logits = model.unembed(child(p, m))
-            return per_example(metric, logits, tokens, at_positions=queries is not None)
+            logits = model.unembed(child(p, m), metric.columns)
+            return score(metric, logits, metric_ids, queries, taken=True)
 
         if j + 1 < len(layers):
             nodes = jax.lax.map(
@@ -114,10 +122,13 @@ def _tree_group(
     raise AssertionError("components span no layer")
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "comps", "inner"))
+_STATIC = ("graphdef", "comps", "inner", "queries")
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
 def _naive_chunk(
     state: nnx.State,
-    tokens: jax.Array,
+    tokens: tuple[jax.Array, jax.Array, jax.Array | None],
     rows: jax.Array,
     replacement: Ablation,
     metric: Metric,
@@ -125,18 +136,26 @@ def _naive_chunk(
     graphdef: nnx.GraphDef,
     comps: Components,
     inner: int,
+    queries: QueryKey,
 ) -> Float[Array, "group n_masks batch"]:
     model = nnx.merge(graphdef, state)
     group = functools.partial(
-        _naive_group, model, comps, tokens, replacement=replacement, metric=metric, inner=inner
+        _naive_group,
+        model,
+        comps,
+        tokens,
+        replacement=replacement,
+        metric=metric,
+        inner=inner,
+        queries=queries_of(queries),
     )
     return jax.vmap(lambda r: group(rows=r))(rows)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "comps", "inner"))
+@functools.partial(jax.jit, static_argnames=_STATIC)
 def _tree_chunk(
     state: nnx.State,
-    tokens: jax.Array,
+    tokens: tuple[jax.Array, jax.Array, jax.Array | None],
     parents: tuple[jax.Array, ...],
     reps: tuple[jax.Array, ...],
     replacement: Ablation,
@@ -145,11 +164,13 @@ def _tree_chunk(
     graphdef: nnx.GraphDef,
     comps: Components,
     inner: int,
+    queries: QueryKey,
 ) -> Float[Array, "group n_masks batch"]:
     model = nnx.merge(graphdef, state)
+    q = queries_of(queries)
 
     def group(p: tuple[jax.Array, ...], r: tuple[jax.Array, ...]) -> jax.Array:
-        return _tree_group(model, comps, tokens, p, r, replacement, metric, inner)
+        return _tree_group(model, comps, tokens, p, r, replacement, metric, inner, q)
 
     return jax.vmap(group)(parents, reps)
 
@@ -162,16 +183,23 @@ def _put(tree: Any, mesh: Mesh, sharded: bool) -> Any:
 class _Runner:
     """Compiled evaluation of chunks of sorted rows, one prefix tree per device group."""
 
-    def __init__(self, model, comps, tokens, replacement, metric, share_prefix, mesh):
+    def __init__(self, model, comps, batch: Batch, replacement, metric, share_prefix, mesh):
         self.comps = comps
         self.cfg = model.config
-        self.token_shape = tuple(tokens.shape)
+        self.token_shape = batch.shape
         self.share_prefix = share_prefix
         self.mesh = mesh
-        self.positions = metric.positions  # pruned evaluation: another cost per row
+        self.queries = batch.query_key  # pruned evaluation: another cost per row
+        self.columns = None if metric.columns is None else int(metric.columns.shape[0])
         self.groups = int(mesh.devices.size)
         graphdef, state = nnx.split(model)
         self.graphdef = graphdef
+        selectors = (
+            jnp.asarray(comps.selectors(batch.prompts or batch.tokens))
+            if comps.positional
+            else None
+        )
+        tokens = (batch.tokens, batch.metric_tokens, selectors)
         self.args = _put((state, tokens, replacement, metric), mesh, sharded=False)
 
     def probe_key(self) -> tuple[object, ...]:
@@ -181,7 +209,8 @@ class _Runner:
             self.comps,
             self.token_shape,
             self.share_prefix,
-            self.positions,
+            self.queries,
+            self.columns,
             self.groups,
         )
 
@@ -211,7 +240,9 @@ class _Runner:
         start, stop = index * prep.chunk, (index + 1) * prep.chunk
         rows = prep.rows[start:stop]
         state, tokens, replacement, metric = self.args
-        static = dict(graphdef=self.graphdef, comps=self.comps, inner=prep.inner)
+        static = dict(
+            graphdef=self.graphdef, comps=self.comps, inner=prep.inner, queries=self.queries
+        )
         if not self.share_prefix:
             grouped = _put(rows.reshape(self.groups, prep.group, -1), self.mesh, sharded=True)
             out = _naive_chunk(state, tokens, grouped, replacement, metric, **static)
@@ -261,7 +292,7 @@ def run(
     model: Transformer,
     comps: Components,
     rows: Bool[np.ndarray, "n_masks n_players"],
-    tokens: Int[Array, "batch seq"],
+    tokens: Int[Array, "batch seq"] | Prompts,
     *,
     metric: Callable[..., jax.Array] = loss,
     ablation: Ablation | None = None,
@@ -269,27 +300,38 @@ def run(
     share_prefix: bool = True,
     mesh: Mesh | None = None,
     memory_budget: int | None = None,
+    plan: _chunking.Plan | None = None,
 ) -> Evaluation:
-    """:func:`evaluate_per_example` with the plan it ran with (arguments as there)."""
+    """:func:`evaluate_per_example` with the plan it ran with (arguments as there).
+
+    ``plan`` fixes the plan instead of choosing one from ``chunk_size`` and ``memory_budget``
+    (a sweep passes the plan its manifest records): ``plan.chunk`` rows per compiled call, a
+    multiple of the mesh's devices, each device taking ``plan.chunk // devices`` of them.
+    """
     check_components(model.config, comps)
-    tokens = check_tokens(model.config, tokens)
+    metric_obj = as_metric(metric)
+    batch = batch_of(model.config, tokens, metric_obj)
     rows_arr = np.asarray(check_rows(rows, len(comps), binary=True))
     rows_2d(rows_arr, len(comps))
     replacement = (zero() if ablation is None else ablation).fit(
-        model.config, batch=tokens.shape[0], seq=tokens.shape[1]
+        model.config, batch=batch.shape[0], seq=batch.shape[1]
     )
-    metric_obj = as_metric(metric)
     mesh = local_mesh(MESH_AXIS) if mesh is None else one_axis_mesh(mesh, "masks")
-    runner = _Runner(model, comps, tokens, replacement, metric_obj, share_prefix, mesh)
-    plan = _chunking.choose(
-        runner,
-        rows_arr,
-        model.config,
-        (int(tokens.shape[0]), int(tokens.shape[1])),
-        chunk_size=chunk_size,
-        budget=memory_budget,
-        probe_key=runner.probe_key(),
-    )
+    runner = _Runner(model, comps, batch, replacement, metric_obj, share_prefix, mesh)
+    if plan is None:
+        plan = _chunking.choose(
+            runner,
+            rows_arr,
+            model.config,
+            batch.shape,
+            chunk_size=chunk_size,
+            budget=memory_budget,
+            probe_key=runner.probe_key(),
+        )
+    elif plan.chunk % runner.groups:
+        raise ValueError(
+            f"plan.chunk={plan.chunk} must be a multiple of the mesh's {runner.groups} devices"
+        )
     prep = runner.prepare(rows_arr, plan)
     outputs = [runner.run_chunk(prep, i) for i in range(prep.n_chunks)]
     values = prep.unsort(np.concatenate([np.asarray(o) for o in outputs], axis=0))
@@ -300,7 +342,7 @@ def evaluate_per_example(
     model: Transformer,
     comps: Components,
     rows: Bool[np.ndarray, "n_masks n_players"],
-    tokens: Int[Array, "batch seq"],
+    tokens: Int[Array, "batch seq"] | Prompts,
     *,
     metric: Callable[..., jax.Array] = loss,
     ablation: Ablation | None = None,
@@ -334,7 +376,7 @@ def evaluate(
     model: Transformer,
     comps: Components,
     rows: Bool[np.ndarray, "n_masks n_players"],
-    tokens: Int[Array, "batch seq"],
+    tokens: Int[Array, "batch seq"] | Prompts,
     *,
     metric: Callable[..., jax.Array] = loss,
     ablation: Ablation | None = None,
@@ -352,7 +394,8 @@ def evaluate(
         model: The model (its weights are not changed).
         comps: The players; column ``i`` of ``rows`` is ``comps[i]``.
         rows: ``bool [M, n]`` (or 0/1 numbers): which components are kept in each row.
-        tokens: ``int [batch, seq]`` inputs.
+        tokens: ``int [batch, seq]`` inputs, or right-padded :class:`~jaxablate.Prompts`
+            (the metric then scores each prompt at its own positions and never reads a pad).
         metric: ``(logits, tokens) -> [batch]``, e.g. :func:`jaxablate.metrics.loss`.
         ablation: Replacement for removed components (default: zero ablation).
         chunk_size: Rows per compiled call. ``None``: all rows at once if they fit

@@ -374,7 +374,7 @@ def learn_masks(
     key = check_key(key)
     opt = check_optimizer(optimizer, DEFAULT_OPTIMIZER)
     init = _check_init_logit(init_logit)
-    check_components(model.config, comps)
+    check_components(model.config, comps, where="learn_masks")
     tokens = check_tokens(model.config, tokens)
     study = _Study(
         model,

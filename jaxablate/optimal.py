@@ -242,7 +242,7 @@ def optimal_ablation(
     key = check_key(key)
     optimizer = check_optimizer(optimizer, DEFAULT_OPTIMIZER)
     subsets = _check_sampling(random_subsets, removal_prob, single_removals)
-    check_components(model.config, comps)
+    check_components(model.config, comps, where="ablation.optimal")
     tokens = check_tokens(model.config, tokens)
     graphdef, state = nnx.split(model)
     best, best_loss, _ = _train(

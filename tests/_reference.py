@@ -117,14 +117,22 @@ def _mlp(p, cfg, layer, h):
     return hidden @ p["mlp.W_out"][layer] + p["mlp.b_out"][layer]
 
 
+def _per_position(m):
+    """A mask value, or per-position values ``[batch, seq]``, broadcast against ``[b, s, d]``."""
+    m = np.asarray(m, np.float64)
+    return m[..., None] if m.ndim == 2 else m
+
+
 def reference_logits(model, tokens, head_mask=None, mlp_mask=None, attn_mask=None):
     """float64 logits ``[batch, seq, vocab]``; masks (1 = kept) zero-ablate what they remove.
 
     Args:
         model: A ``ja.Transformer``.
         tokens: int ``[batch, seq]``.
-        head_mask: ``[layer, head]`` multipliers of each query head's output ``z``.
-        mlp_mask: ``[layer]`` multipliers of each MLP block's output (after its post norm).
+        head_mask: ``[layer, head]`` multipliers of each query head's output ``z`` (or
+            ``[layer, head, batch, seq]``: one per example and position).
+        mlp_mask: ``[layer]`` multipliers of each MLP block's output (after its post norm), or
+            ``[layer, batch, seq]``.
         attn_mask: ``[layer]`` multipliers of each attention block's output (after its post
             norm).
     """
@@ -142,13 +150,14 @@ def reference_logits(model, tokens, head_mask=None, mlp_mask=None, attn_mask=Non
     for layer in range(L):
         h = _norm(x, p["ln1.w"][layer], b("ln1.b", layer), cfg)
         out = sum(
-            (_head(p, cfg, layer, i, h) * head_mask[layer, i]) @ p["attn.W_O"][layer, i]
+            (_head(p, cfg, layer, i, h) * _per_position(head_mask[layer, i]))
+            @ p["attn.W_O"][layer, i]
             for i in range(H)
         )
         attn = out + p["attn.b_O"][layer]
         if cfg.post_norms:
             attn = _norm(attn, p["ln1_post.w"][layer], b("ln1_post.b", layer), cfg)
-        attn = attn_mask[layer] * attn
+        attn = _per_position(attn_mask[layer]) * attn
         if cfg.attn_only:
             x = x + attn
             continue
@@ -156,7 +165,7 @@ def reference_logits(model, tokens, head_mask=None, mlp_mask=None, attn_mask=Non
         mlp = _mlp(p, cfg, layer, _norm(mlp_in, p["ln2.w"][layer], b("ln2.b", layer), cfg))
         if cfg.post_norms:
             mlp = _norm(mlp, p["ln2_post.w"][layer], b("ln2_post.b", layer), cfg)
-        x = x + attn + mlp_mask[layer] * mlp
+        x = x + attn + _per_position(mlp_mask[layer]) * mlp
     x = _norm(x, p["ln_final.w"], b("ln_final.b"), cfg)
     logits = x @ (p["W_E"].T if cfg.tie_embeddings else p["W_U"])
     if cfg.final_softcap is not None:

@@ -125,8 +125,10 @@ def test_metric_positions_are_checked(model, tokens):
         ja.metrics.Metric(data=None, fn=lambda logits, tokens, data: logits[:, 0, 0], positions=())
     with pytest.raises(ValueError, match="non-empty tuple of ints"):
         ja.metrics.Metric(data=None, fn=lambda logits, tokens, data: logits[:, 0, 0], positions=[1])
-    with pytest.raises(ValueError, match="reads every position"):
-        ja.metrics.as_metric(ja.metrics.loss).at(np.zeros((3, 1, 23)), tokens)
+    with pytest.raises(ValueError, match="position must be an int, 'last' or a name"):
+        ja.metrics.logit_diff(1, 2, position=1.5)
+    with pytest.raises(ValueError, match="named position 'S2'"):
+        ja.evaluate(model, comps, rows, tokens, metric=ja.metrics.logit_diff(1, 2, position="S2"))
 
 
 def test_metric_call_slices_the_positions_it_reads(model, tokens):

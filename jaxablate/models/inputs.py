@@ -25,7 +25,27 @@ from jaxablate._checks import is_tracer
 from jaxablate.models.config import ModelConfig
 
 
-@jax.tree_util.register_dataclass
+def take_positions(x: Float[Array, "b seq *rest"], queries: np.ndarray | None) -> jax.Array:
+    """``x`` at static ``queries``: ``[k]`` (the same positions for every example) or
+    ``[batch, k]`` (each example's own); a leading axis of 1 broadcasts over the batch.
+
+    Returns:
+        ``x[:, queries]`` (``[b, k, ...]``), or each example's positions (``[batch, k, ...]``).
+    """
+    if queries is None:
+        return x
+    if queries.ndim == 1:
+        return x[:, queries]
+    if x.shape[0] == 1:
+        return x[0][queries]
+    return x[np.arange(queries.shape[0])[:, None], queries]
+
+
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["heads", "attn", "mlp"],
+    meta_fields=["positional"],
+)
 @dataclass(frozen=True)
 class Masks:
     """Mask values of every maskable component (1 = kept, 0 = replaced).
@@ -34,14 +54,20 @@ class Masks:
     the model itself takes masks without them, and ``jax.vmap`` maps over them.
 
     Attributes:
-        heads: One value per attention head, ``[..., layer, head]``.
-        attn: One value per attention block, ``[..., layer]``.
-        mlp: One value per MLP block, ``[..., layer]`` (unused by attention-only models).
+        heads: One value per attention head, ``[..., layer, head]``; positional masks:
+            ``[..., layer, b, seq, head]``, one value per example (``b`` is 1 or the batch) and
+            position.
+        attn: One value per attention block, ``[..., layer]`` (positional: ``[..., layer, b,
+            seq]``).
+        mlp: One value per MLP block, likewise (unused by attention-only models).
+        positional: Whether the leaves carry the ``[b, seq]`` axes (masks of position-level
+            components, see :func:`jaxablate.heads`).
     """
 
     heads: Float[Array, "*n_masks layer head"]
     attn: Float[Array, "*n_masks layer"]
     mlp: Float[Array, "*n_masks layer"]
+    positional: bool = field(default=False)
 
     @classmethod
     def ones(cls, cfg: ModelConfig, lead: tuple[int, ...] = ()) -> "Masks":
@@ -54,16 +80,31 @@ class Masks:
 
     @property
     def lead(self) -> tuple[int, ...]:
-        """The leading (mask) axes in front of ``[layer, head]``."""
-        return tuple(self.heads.shape[:-2])
+        """The leading (mask) axes in front of ``[layer, head]`` (or ``[layer, b, seq, head]``)."""
+        return tuple(self.heads.shape[: -4 if self.positional else -2])
 
-    def check(self, cfg: ModelConfig, lead: tuple[int, ...] | None = None) -> None:
-        """Raise ``ValueError`` unless the leaves fit ``cfg`` (and ``lead``, when given)."""
+    def check(
+        self,
+        cfg: ModelConfig,
+        lead: tuple[int, ...] | None = None,
+        tokens_shape: tuple[int, int] | None = None,
+    ) -> None:
+        """Raise ``ValueError`` unless the leaves fit ``cfg`` (and ``lead``, when given; and, for
+        positional masks, tokens of ``tokens_shape``)."""
         lead = self.lead if lead is None else lead
+        pos: tuple[int, ...] = ()
+        if self.positional:
+            b, s = self.heads.shape[-3:-1] if self.heads.ndim >= 4 else (0, 0)
+            if tokens_shape is not None and (b not in (1, tokens_shape[0]) or s != tokens_shape[1]):
+                raise ValueError(
+                    f"positional masks were built for [batch, seq] = [{b}, {s}], but the tokens "
+                    f"have shape {list(tokens_shape)}; build them from the same tokens"
+                )
+            pos = (b, s)
         want = {
-            "heads": (*lead, cfg.n_layers, cfg.n_heads),
-            "attn": (*lead, cfg.n_layers),
-            "mlp": (*lead, cfg.n_layers),
+            "heads": (*lead, cfg.n_layers, *pos, cfg.n_heads),
+            "attn": (*lead, cfg.n_layers, *pos),
+            "mlp": (*lead, cfg.n_layers, *pos),
         }
         for name, shape in want.items():
             got = tuple(getattr(self, name).shape)
@@ -72,6 +113,16 @@ class Masks:
                     f"Masks.{name} must have shape {shape}, got {got}"
                     + (" (vmap over the leading mask axis)" if len(got) > len(shape) else "")
                 )
+
+    def at_layer(
+        self, name: str, layer: int, seq: int, queries: np.ndarray | None
+    ) -> Float[Array, "..."]:
+        """Layer ``layer``'s values of leaf ``name`` for a block over ``seq`` positions computed
+        at ``queries`` (position-free masks: unchanged; positional ones: ``[b, q, ...]``)."""
+        m = getattr(self, name)[layer]
+        if not self.positional:
+            return m
+        return take_positions(m[:, :seq], queries)
 
 
 @functools.partial(

@@ -10,8 +10,9 @@ the stack" and a whole model is a handful of arrays. The forward pass is written
 (:meth:`Transformer.embed`, :meth:`Transformer.attn_z`, :meth:`Transformer.mix_heads`,
 :meth:`Transformer.mlp_out`, :meth:`Transformer.unembed`) so that evaluation code can reuse work
 that does not depend on the masks. Every stage that reads positions takes ``queries``: static
-positions to compute at (a query at position ``p`` uses rotary angle ``p`` and the window ending
-at ``p``; all positions still serve as keys and values).
+positions to compute at, ``[k]`` for every example or ``[batch, k]`` for each its own (a query
+at position ``p`` uses rotary angle ``p`` and the window ending at ``p``; all positions still
+serve as keys and values).
 
 Masks act as ``m * c + (1 - m) * r`` on each query head's output ``z`` (before the output
 projection) and on each block's whole output (attention or MLP, after its post norm) before it
@@ -22,6 +23,7 @@ logits, which are float32.
 """
 
 import math
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import jax
@@ -30,8 +32,12 @@ import numpy as np
 from flax import nnx
 from jaxtyping import Array, Float, Int
 
+from jaxablate import _compile_cache
+from jaxablate._prompts import Prompts
+from jaxablate.models.cache import Cache
+from jaxablate.models.cache import run_with_cache as _run_with_cache
 from jaxablate.models.config import ModelConfig
-from jaxablate.models.inputs import Ablation, Masks, check_tokens, zero
+from jaxablate.models.inputs import Ablation, Masks, check_tokens, take_positions, zero
 
 _ACTIVATIONS = {
     "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
@@ -58,7 +64,16 @@ class Activations(NamedTuple):
 
 
 def _normal(rngs: nnx.Rngs, shape: tuple[int, ...], std: float, dtype: jnp.dtype) -> jax.Array:
-    return (std * jax.random.normal(rngs.params(), shape, jnp.float32)).astype(dtype)
+    """``std`` times a standard normal draw from ``rngs.params()``, cast to ``dtype``.
+
+    The draw is flat, then reshaped: the same values as a draw of ``shape`` (threefry counts
+    elements in row-major order), but XLA's CPU compiler takes seconds over a rank-4 draw and a
+    fraction of that over a flat one. The barrier keeps XLA from folding ``std`` into the draw
+    under ``jit`` (see :func:`_init_weights`), so the values are bit for bit an eager call's.
+    """
+    flat = jax.random.normal(rngs.params(), (math.prod(shape),), jnp.float32)
+    draw = jax.lax.optimization_barrier(flat).reshape(shape)
+    return (std * draw).astype(dtype)
 
 
 class Norm(nnx.Module):
@@ -151,6 +166,46 @@ class MLP(nnx.Module):
             self.b_gate = None
 
 
+class _Weights(nnx.Module):
+    """Every weight of a :class:`Transformer` of ``cfg``, drawn from ``rngs`` (see
+    :func:`_init_weights`)."""
+
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        dtype = jnp.dtype(cfg.dtype)
+        L, D = cfg.n_layers, cfg.d_model
+        self.W_E = nnx.Param(_normal(rngs, (cfg.vocab_size, D), cfg.init_std, dtype))
+        if cfg.positions == "learned":
+            self.W_pos = nnx.Param(_normal(rngs, (cfg.n_ctx, D), cfg.init_std / 2, dtype))
+        else:
+            self.W_pos = None
+        self.ln1 = _norm(cfg, (L,), D, dtype)
+        self.ln1_post = _norm(cfg, (L,), D, dtype) if cfg.post_norms else None
+        self.attn = Attention(cfg, dtype, rngs)
+        if cfg.attn_only:
+            self.ln2 = self.ln2_post = self.mlp = None
+        else:
+            self.ln2 = _norm(cfg, (L,), D, dtype)
+            self.ln2_post = _norm(cfg, (L,), D, dtype) if cfg.post_norms else None
+            self.mlp = MLP(cfg, dtype, rngs)
+        self.ln_final = _norm(cfg, (), D, dtype)
+        if cfg.tie_embeddings:
+            self.W_U = None
+        else:
+            self.W_U = nnx.Param(_normal(rngs, (D, cfg.vocab_size), cfg.init_std, dtype))
+
+
+@nnx.jit(static_argnums=0)
+def _init_weights(cfg: ModelConfig, rngs: nnx.Rngs) -> _Weights:
+    """The initial weights of ``cfg`` from ``rngs``, built by one compiled program per config.
+
+    Built eagerly, every op of every shape (each draw, scale and cast) compiles on its own:
+    seconds in a fresh process. Under one ``jit`` the same ops with the same keys give the same
+    values (``rngs`` advances as it would eagerly), the program is compiled once per config
+    and ``rngs`` structure, and the persistent compilation cache keeps it for later processes.
+    """
+    return _Weights(cfg, rngs)
+
+
 def rope_inv_freq(cfg: ModelConfig, layer: int) -> Float[np.ndarray, " half"]:
     """Rotary inverse frequencies of ``layer`` (float32, as ``transformers`` computes them).
 
@@ -180,13 +235,29 @@ def rope_inv_freq(cfg: ModelConfig, layer: int) -> Float[np.ndarray, " half"]:
 def _rotate(
     x: Float[Array, "batch seq head d_head"], positions: np.ndarray, inv_freq: np.ndarray
 ) -> Float[Array, "batch seq head d_head"]:
-    """RoPE ("rotate_half" form) on the first ``2 * len(inv_freq)`` dims of each head."""
-    angles = positions.astype(np.float32)[:, None] * inv_freq[None, :]  # float32, static
-    cos = jnp.asarray(np.cos(angles), x.dtype)[None, :, None, :]
-    sin = jnp.asarray(np.sin(angles), x.dtype)[None, :, None, :]
+    """RoPE ("rotate_half" form) on the first ``2 * len(inv_freq)`` dims of each head.
+
+    ``positions`` are static: ``[seq]`` shared by every example, or ``[batch, seq]``.
+    """
+    angles = positions.astype(np.float32)[..., None] * inv_freq  # float32, static
+    if angles.ndim == 2:
+        angles = angles[None]
+    cos = jnp.asarray(np.cos(angles), x.dtype)[:, :, None, :]
+    sin = jnp.asarray(np.sin(angles), x.dtype)[:, :, None, :]
     half = inv_freq.shape[0]
     x1, x2, rest = x[..., :half], x[..., half : 2 * half], x[..., 2 * half :]
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin, rest], axis=-1)
+
+
+def _allowed(seq: int, queries: np.ndarray | None, window: int | None) -> np.ndarray:
+    """Static causal (and sliding-window) mask ``[q, seq]``, or ``[batch, 1, k, seq]`` for
+    per-example queries (broadcasting against scores ``[batch, head, q, seq]``)."""
+    q_pos = np.arange(seq) if queries is None else np.asarray(queries)
+    keys = np.arange(seq)
+    allowed = q_pos[..., :, None] >= keys
+    if window is not None:
+        allowed &= keys > q_pos[..., :, None] - window
+    return allowed if allowed.ndim == 2 else allowed[:, None]
 
 
 class Transformer(nnx.Module):
@@ -202,28 +273,13 @@ class Transformer(nnx.Module):
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         if not isinstance(cfg, ModelConfig):
             raise ValueError(f"Transformer needs a ModelConfig, got {type(cfg).__name__}")
+        _compile_cache.enable()
         self.config = cfg
-        dtype = jnp.dtype(cfg.dtype)
-        L, D = cfg.n_layers, cfg.d_model
-        self.W_E = nnx.Param(_normal(rngs, (cfg.vocab_size, D), cfg.init_std, dtype))
-        if cfg.positions == "learned":
-            self.W_pos = nnx.Param(_normal(rngs, (cfg.n_ctx, D), cfg.init_std / 2, dtype))
-        else:
-            self.W_pos = None
-        self.ln1 = _norm(cfg, (L,), D, dtype)
-        self.ln1_post = _norm(cfg, (L,), D, dtype) if cfg.post_norms else None
-        self.attn = Attention(cfg, dtype, rngs)
-        if cfg.attn_only:
-            self.ln2 = self.ln2_post = self.mlp = None
-        else:
-            self.ln2 = _norm(cfg, (L,), D, dtype)
-            self.ln2_post = _norm(cfg, (L,), D, dtype) if cfg.post_norms else None
-            self.mlp = MLP(cfg, dtype, rngs)
-        self.ln_final = _norm(cfg, (), D, dtype)
-        if cfg.tie_embeddings:
-            self.W_U = None
-        else:
-            self.W_U = nnx.Param(_normal(rngs, (D, cfg.vocab_size), cfg.init_std, dtype))
+        w = _init_weights(cfg, rngs)  # one compiled program per config (see _init_weights)
+        self.W_E, self.W_pos = w.W_E, w.W_pos
+        self.ln1, self.ln1_post, self.attn = w.ln1, w.ln1_post, w.attn
+        self.ln2, self.ln2_post, self.mlp = w.ln2, w.ln2_post, w.mlp
+        self.ln_final, self.W_U = w.ln_final, w.W_U
 
     # ----------------------------------------------------------------------------- stages
     def embed(
@@ -261,7 +317,7 @@ class Transformer(nnx.Module):
         """Queries ``[b, q, H, E]`` at ``queries``, keys and values ``[b, s, H, E]`` (key/value
         heads repeated to their query heads), qk-normed and rotated where configured."""
         cfg, a = self.config, self.attn
-        x_q = x if queries is None else x[:, queries]
+        x_q = take_positions(x, queries)
         q = jnp.einsum("bsd,hde->bshe", x_q, a.W_Q[layer]) + a.b_Q[layer][None, None]
         k = jnp.einsum("bsd,hde->bshe", x, a.W_K[layer]) + a.b_K[layer][None, None]
         v = jnp.einsum("bsd,hde->bshe", x, a.W_V[layer]) + a.b_V[layer][None, None]
@@ -282,14 +338,19 @@ class Transformer(nnx.Module):
         layer: int,
         resid: Float[Array, "batch seq d_model"],
         queries: np.ndarray | None = None,
+        *,
+        patterns: list[jax.Array] | None = None,
     ) -> Float[Array, "batch query head d_head"]:
         """Each query head's output ``z`` at ``layer`` (attention-weighted values).
 
         Args:
             layer: Which layer.
             resid: Residual stream entering it.
-            queries: Static positions to compute ``z`` at (all positions still serve as keys
-                and values); ``None``: every position.
+            queries: Static positions to compute ``z`` at, ``[k]`` or per example
+                ``[batch, k]`` (all positions still serve as keys and values); ``None``: every
+                position.
+            patterns: A list to append the attention pattern to: the softmax probabilities
+                ``[batch, head, query, key]`` (in the model dtype) that mix the values.
         """
         cfg = self.config
         q, k, v = self._qkv(layer, self.ln1.apply(resid, layer), queries)
@@ -297,16 +358,12 @@ class Transformer(nnx.Module):
         scores = jnp.einsum("bqhe,bkhe->bhqk", q, k).astype(jnp.float32) * scale
         if cfg.attn_softcap is not None:
             scores = cfg.attn_softcap * jnp.tanh(scores / cfg.attn_softcap)
-        seq = resid.shape[1]
-        if queries is None:
-            allowed = np.tril(np.ones((seq, seq), dtype=bool))
-        else:
-            allowed = np.asarray(queries)[:, None] >= np.arange(seq)[None, :]
-        if cfg.sliding_window is not None and cfg.is_sliding(layer):
-            q_pos = np.arange(seq) if queries is None else np.asarray(queries)
-            allowed &= np.arange(seq)[None, :] > q_pos[:, None] - cfg.sliding_window
+        sliding = cfg.sliding_window is not None and cfg.is_sliding(layer)
+        allowed = _allowed(resid.shape[1], queries, cfg.sliding_window if sliding else None)
         scores = jnp.where(allowed, scores, jnp.finfo(jnp.float32).min)
         pattern = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+        if patterns is not None:
+            patterns.append(pattern)
         return jnp.einsum("bhqk,bkhe->bqhe", pattern, v)
 
     def mix_heads(
@@ -343,10 +400,24 @@ class Transformer(nnx.Module):
         out = jnp.einsum("bsf,fd->bsd", hidden, m.W_out[layer]) + m.b_out[layer][None, None]
         return out if self.ln2_post is None else self.ln2_post.apply(out, layer)
 
-    def unembed(self, resid: Float[Array, "batch seq d_model"]) -> Float[Array, "batch seq vocab"]:
-        """Final norm, unembedding and ``final_softcap``, if any; logits are float32."""
+    def unembed(
+        self,
+        resid: Float[Array, "batch seq d_model"],
+        columns: Int[Array, " k"] | None = None,
+    ) -> Float[Array, "batch seq vocab"]:
+        """Final norm, unembedding and ``final_softcap``, if any; logits are float32.
+
+        Args:
+            resid: The residual stream after the last block.
+            columns: Vocabulary ids to compute the logits of (a ``[d_model, k]`` slice of the
+                unembedding; the result's last axis is ``k``); ``None``: the whole vocabulary.
+        """
         x = self.ln_final.apply(resid)
-        w_u = self.W_E[...].T if self.W_U is None else self.W_U[...]
+        if self.W_U is None:
+            w_e = self.W_E[...]
+            w_u = (w_e if columns is None else w_e[columns]).T
+        else:
+            w_u = self.W_U[...] if columns is None else self.W_U[...][:, columns]
         logits = jnp.einsum("bsd,dv->bsv", x, w_u).astype(jnp.float32)
         cap = self.config.final_softcap
         return logits if cap is None else cap * jnp.tanh(logits / cap)
@@ -381,19 +452,24 @@ class Transformer(nnx.Module):
         """
         if z is None:
             z = self.attn_z(layer, resid, queries)
-        if queries is not None:
-            resid = resid[:, queries]
+        seq = resid.shape[1]
+        resid = take_positions(resid, queries)
         mix = None if masks is None or replacement is None else (masks, replacement)
+
+        def blend(name: str, c: jax.Array, r: jax.Array | None) -> jax.Array:
+            assert mix is not None
+            return _blend(c, mix[0].at_layer(name, layer, seq, queries), _at(r, layer, queries))
+
         if mix is not None:
-            z = _blend(z, mix[0].heads[layer], _at(mix[1].z, layer, queries))
+            z = blend("heads", z, mix[1].z)
         attn = self.mix_heads(layer, z)
         if mix is not None:
-            attn = _blend(attn, mix[0].attn[layer], _at(mix[1].attn, layer, queries))
+            attn = blend("attn", attn, mix[1].attn)
         mid = resid + attn
         if self.mlp is not None:
             mlp = self.mlp_out(layer, resid if self.config.parallel_residual else mid)
             if mix is not None:
-                mlp = _blend(mlp, mix[0].mlp[layer], _at(mix[1].mlp, layer, queries))
+                mlp = blend("mlp", mlp, mix[1].mlp)
             resid = mid + mlp
         else:
             mlp = jnp.zeros_like(attn)
@@ -450,11 +526,22 @@ class Transformer(nnx.Module):
         *,
         one_hot_embed: bool = False,
         record: list[tuple[jax.Array, jax.Array, jax.Array]] | None = None,
+        streams: list[jax.Array] | None = None,
+        patterns: list[jax.Array] | None = None,
     ) -> Float[Array, "batch seq d_model"]:
-        """The residual stream after the last block (the layer loop; see :meth:`forward`)."""
+        """The residual stream after the last block (the layer loop; see :meth:`forward`).
+
+        Args:
+            record: See :meth:`block` (one entry per layer).
+            streams: A list to append the residual stream entering each block to.
+            patterns: A list to append each layer's attention pattern to (see :meth:`attn_z`).
+        """
         resid = self.embed(tokens, one_hot=one_hot_embed)
         for layer in range(self.config.n_layers):
-            resid = self.block(layer, resid, masks, replacement, record=record)
+            if streams is not None:
+                streams.append(resid)
+            z = None if patterns is None else self.attn_z(layer, resid, patterns=patterns)
+            resid = self.block(layer, resid, masks, replacement, z=z, record=record)
         return resid
 
     def prepare(
@@ -465,7 +552,7 @@ class Transformer(nnx.Module):
         if masks is None:
             masks = Masks.ones(cfg)
         else:
-            masks.check(cfg, lead=())
+            masks.check(cfg, lead=(), tokens_shape=(int(shape[0]), int(shape[1])))
         if ablation is None:
             ablation = zero()
         return masks, ablation.fit(cfg, batch=shape[0], seq=shape[1])
@@ -478,6 +565,36 @@ class Transformer(nnx.Module):
         zs, attns, mlps = zip(*record, strict=True)
         return Activations(jnp.stack(zs), jnp.stack(attns), jnp.stack(mlps))
 
+    def run_with_cache(
+        self,
+        tokens: Int[Array, "batch seq"] | Prompts,
+        *,
+        names: str | Sequence[str] | None = None,
+        masks: Masks | None = None,
+        ablation: Ablation | None = None,
+    ) -> Cache:
+        """Logits and a look inside: the residual stream, attention patterns, head and block
+        outputs of one forward pass, stacked over layers (no hooks; one compiled program per
+        shape and set of names).
+
+        Args:
+            tokens: Token ids, or :class:`~jaxablate.Prompts` (their padded ``tokens``; under
+                right padding pad positions hold values, but no real position ever reads them).
+            names: What to record (see :data:`jaxablate.models.cache.NAMES` and
+                ``docs/conventions.md``); ``None``: everything.
+            masks: Mask values as for :meth:`__call__`; the cache then holds the values after
+                masking (what :meth:`block` records). ``None`` (and no ``ablation``): the clean
+                model.
+            ablation: What removed components are replaced by; ``None``: zero ablation.
+
+        Returns:
+            A :class:`~jaxablate.Cache` (``cache.logits``, ``cache["resid_pre"]``, ...).
+
+        Raises:
+            ValueError: unknown names, or tokens, masks or an ablation that do not fit.
+        """
+        return _run_with_cache(self, tokens, names=names, masks=masks, ablation=ablation)
+
 
 def _at(r: jax.Array | None, layer: int, queries: np.ndarray | None) -> jax.Array:
     """Layer ``layer``'s replacement ``[b, s, ...]`` at ``queries`` (unchanged when shared by all
@@ -485,7 +602,7 @@ def _at(r: jax.Array | None, layer: int, queries: np.ndarray | None) -> jax.Arra
     if r is None:
         raise ValueError("replacements must be fitted (Ablation.fit) before the forward pass")
     r = r[layer]
-    return r if queries is None or r.shape[1] == 1 else r[:, queries]
+    return r if r.shape[1] == 1 else take_positions(r, queries)
 
 
 def _blend(c: jax.Array, m: jax.Array, r: jax.Array) -> jax.Array:
