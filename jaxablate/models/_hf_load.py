@@ -11,7 +11,7 @@ import json
 import os
 import re
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -159,13 +159,16 @@ def read_directory(path: str | os.PathLike) -> tuple[SafetensorsDirectory, dict[
     return SafetensorsDirectory([root / name for name in files]), hf_config
 
 
-def resolve(source: str | os.PathLike, revision: str | None) -> Path:
+def resolve(
+    source: str | os.PathLike, revision: str | None, *, patterns: Sequence[str] = HUB_PATTERNS
+) -> Path:
     """The local directory for ``source``: itself if it is one, else a Hub snapshot.
 
     Args:
         source: A directory, or a Hub repo id (``"org/name"``). A ``PathLike`` is never a
             repo id.
         revision: Branch, tag or commit of a Hub id (``None``: ``main``).
+        patterns: Which files of a Hub repo to fetch (default: config, weights, tokenizer).
 
     Raises:
         ValueError: neither an existing directory nor a valid repo id; a Hub id that is not in
@@ -182,17 +185,17 @@ def resolve(source: str | os.PathLike, revision: str | None) -> Path:
         raise ValueError(
             f"{text!r} is not a directory, nor a Hugging Face Hub repo id ('org/name')"
         )
-    return _download(text, revision)
+    return _download(text, revision, patterns)
 
 
-def _download(repo_id: str, revision: str | None) -> Path:
+def _download(repo_id: str, revision: str | None, patterns: Sequence[str]) -> Path:
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     where = f"{repo_id!r}" + ("" if revision is None else f" at revision {revision!r}")
     try:
         snapshot = snapshot_download(
-            repo_id, revision=revision, allow_patterns=HUB_PATTERNS, etag_timeout=5
+            repo_id, revision=revision, allow_patterns=list(patterns), etag_timeout=5
         )
     except LocalEntryNotFoundError as error:
         reason = (

@@ -253,6 +253,10 @@ def from_hf(source: Any, *, dtype: str = "float32", revision: str | None = None)
             loads as bfloat16 without a float32 copy; ``"float32"`` upcasts.
         revision: Branch, tag or commit of a Hub id (``None``: ``main``).
 
+    The model records the directory it was read from (a Hub id's snapshot) as
+    ``model.hf_dir`` (a string outside nnx state; ``None`` for a model object), so
+    :func:`jaxablate.tokenizer_of` finds the tokenizer saved next to the weights.
+
     Raises:
         ValueError: unsupported architecture; a config attribute that is unknown, or that we
             cannot honour at its value (the message names it, its value and what is supported);
@@ -263,8 +267,10 @@ def from_hf(source: Any, *, dtype: str = "float32", revision: str | None = None)
     dtype = one_of("from_hf dtype", dtype, DTYPES)
     library_defaults = None
     tensors: Mapping[str, np.ndarray]
+    root = None
     if isinstance(source, str | os.PathLike):
-        tensors, hf_config = read_directory(resolve(source, revision))
+        root = resolve(source, revision)
+        tensors, hf_config = read_directory(root)
     elif hasattr(source, "state_dict") and hasattr(source, "config"):
         if revision is not None:
             raise ValueError("revision= applies to Hub ids, not to a model object")
@@ -276,7 +282,10 @@ def from_hf(source: Any, *, dtype: str = "float32", revision: str | None = None)
             "from_hf needs a transformers model, a local directory path or a Hub repo id, "
             f"got {type(source).__name__}"
         )
-    return convert(tensors, hf_config, dtype=dtype, library_defaults=library_defaults)
+    model = convert(tensors, hf_config, dtype=dtype, library_defaults=library_defaults)
+    # a static attribute (in the graphdef, not the state): where tokenizer_of looks
+    model.hf_dir = None if root is None else str(root)  # pyright: ignore[reportAttributeAccessIssue]
+    return model
 
 
 def _default_config_dict(config: Any) -> dict[str, Any] | None:
