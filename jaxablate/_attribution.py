@@ -24,30 +24,34 @@ import numpy as np
 from flax import nnx
 from jaxtyping import Array, Float, Int
 
+from jaxablate._batch import QueryKey, batch_of, queries_of
+from jaxablate._prompts import Prompts
 from jaxablate.components import Components, check_components
-from jaxablate.metrics import Metric, as_metric, loss, per_example
-from jaxablate.models.inputs import Ablation, check_tokens, zero
+from jaxablate.metrics import Metric, as_metric, loss, score
+from jaxablate.models.inputs import Ablation, zero
 from jaxablate.models.transformer import Transformer
 
 __all__ = ["attribution"]
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "comps"))
+@functools.partial(jax.jit, static_argnames=("graphdef", "comps", "queries"))
 def _mask_grad(
     state: nnx.State,
-    tokens: Int[Array, "batch seq"],
+    tokens: tuple[Int[Array, "batch seq"], Int[Array, "batch seq"]],
     replacement: Ablation,
     metric: Metric,
     *,
     graphdef: nnx.GraphDef,
     comps: Components,
+    queries: QueryKey,
 ) -> tuple[Float[Array, ""], Float[Array, " n_players"]]:
     """Metric (batch mean) and its gradient w.r.t. the component masks, at all masks 1."""
     model = nnx.merge(graphdef, state)
+    ids, metric_ids = tokens
 
     def value(rows: jax.Array) -> jax.Array:
-        logits = model.forward(tokens, comps.masks_unchecked(rows), replacement)
-        return per_example(metric, logits, tokens).mean()
+        logits = model.forward(ids, comps.masks_unchecked(rows), replacement)
+        return score(metric, logits, metric_ids, queries_of(queries)).mean()
 
     return jax.value_and_grad(value)(jnp.ones((len(comps),), jnp.float32))
 
@@ -55,7 +59,7 @@ def _mask_grad(
 def attribution(
     model: Transformer,
     comps: Components,
-    tokens: Int[Array, "batch seq"],
+    tokens: Int[Array, "batch seq"] | Prompts,
     *,
     metric: Callable[..., jax.Array] = loss,
     ablation: Ablation | None = None,
@@ -70,7 +74,7 @@ def attribution(
     Args:
         model: The model.
         comps: The components; entry ``i`` of the result is ``comps[i]``.
-        tokens: ``int [batch, seq]`` inputs.
+        tokens: ``int [batch, seq]`` inputs, or :class:`~jaxablate.Prompts`.
         metric: ``(logits, tokens) -> [batch]``, averaged over the batch (default ``loss``).
         ablation: Replacement for removed components (default zero ablation).
 
@@ -82,12 +86,19 @@ def attribution(
         ValueError: components, tokens or ablation that do not fit the model.
     """
     check_components(model.config, comps, where="attribution")
-    tokens = check_tokens(model.config, tokens)
+    metric_obj = as_metric(metric)
+    batch = batch_of(model.config, tokens, metric_obj)
     replacement = (zero() if ablation is None else ablation).fit(
-        model.config, batch=tokens.shape[0], seq=tokens.shape[1]
+        model.config, batch=batch.shape[0], seq=batch.shape[1]
     )
     graphdef, state = nnx.split(model)
     _, grad = _mask_grad(
-        state, tokens, replacement, as_metric(metric), graphdef=graphdef, comps=comps
+        state,
+        (batch.tokens, batch.metric_tokens),
+        replacement,
+        metric_obj,
+        graphdef=graphdef,
+        comps=comps,
+        queries=batch.query_key,
     )
     return np.asarray(grad, np.float32)

@@ -6,17 +6,24 @@ and the interaction spectrum. Learned masks (:func:`jaxablate.learn_masks`) and 
 (:func:`jaxablate.recover`) are added unless their step counts are 0. The summary names, from the
 data, pairs of components that look dispensable alone but not together (and the opposite).
 
-Sign convention: a **removal cost** is how much the task metric gets worse when components are
-removed (for a loss: the loss increase). ``cost(S) = v(N \\ S) - v(N)`` for a loss, so the
-**excess** of a pair, ``cost({i, j}) - cost({i}) - cost({j})``, equals
+Sign convention (:mod:`jaxablate.export`): a **removal cost** is how much the task metric gets
+worse when components are removed (for a loss: the loss increase). ``cost(S) = v(N \\ S) - v(N)``
+for a loss, so the **excess** of a pair, ``cost({i, j}) - cost({i}) - cost({j})``, equals
 :func:`jaxablate.interactions.removal_pairs` of the presence game.
+
+From the command line each stage is announced on stderr as it starts, with a progress bar for
+the long ones when stderr is a terminal, and its time when it ends.
 
 This module is the top floor: it runs the study with the package's own modules and hands plain
 arrays to :mod:`jaxablate.plots` and HTML strings to :mod:`jaxablate.report`.
 """
 
 import argparse
+import contextlib
+import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,14 +31,15 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, ArrayLike, Float, Int, Real
+from jaxtyping import Array, Float, Int
 from matplotlib.figure import Figure
 
 from jaxablate import interactions, plots, report, subsets
 from jaxablate._checks import check_key, non_negative_int, positive_int
 from jaxablate._evaluate import evaluate
-from jaxablate._files import atomic_write
+from jaxablate._files import atomic_write, progress_bar
 from jaxablate.components import Components, blocks, heads
+from jaxablate.export import cost_label, removal_costs
 from jaxablate.learned import LearnedMasks, learn_masks
 from jaxablate.models.pretrained import RECIPES, list_pretrained, load_pretrained
 from jaxablate.models.transformer import Transformer
@@ -109,38 +117,6 @@ def demo_components(cfg: Any) -> Components:
     """The players of the demo: every head, plus every MLP block for models that have them."""
     comps = heads(cfg)
     return comps if cfg.attn_only else comps + blocks(cfg, "mlp")
-
-
-def decompose(
-    values: Real[ArrayLike, " n_coalitions"], *, lower_is_better: bool
-) -> dict[str, np.ndarray]:
-    """LOCO, Shapley, pair costs, pair excess, SII pairs and spectrum in cost sign.
-
-    Args:
-        values: ``[2^n]`` metric of each coalition of the presence game (bit order).
-        lower_is_better: Whether the metric is a loss.
-
-    Returns:
-        ``"sign"`` (0-d: ``+1`` for a loss, else ``-1``) and the float64 arrays of the
-        :class:`DemoResult` fields ``loco_cost`` ... ``spectrum``, by field name.
-    """
-    v = np.asarray(values, np.float64)
-    n = interactions.n_players(v)
-    sign = 1.0 if lower_is_better else -1.0
-    full = 2**n - 1
-    bit = 1 << np.arange(n)
-    pair_cost = sign * (v[full & ~(bit[:, None] | bit[None, :])] - v[full])
-    out = {
-        "loco_cost": -sign * np.asarray(interactions.loco(v), np.float64),
-        "shapley_cost": -sign * np.asarray(interactions.shapley(v), np.float64),
-        "pair_cost": pair_cost,
-        "pair_excess": sign * np.asarray(interactions.removal_pairs(v), np.float64),
-        "sii_cost": sign
-        * np.asarray(interactions.pairs(interactions.shapley_interaction(v)), np.float64),
-        "spectrum": np.asarray(interactions.spectrum(v), np.float64),
-    }
-    out = {k: x + 0.0 for k, x in out.items()}  # no "-0.000" in printed costs
-    return {"sign": np.asarray(sign, np.float64), **out}
 
 
 def _pairs_ranked(excess: Float[np.ndarray, "n n"]) -> list[tuple[int, int]]:
@@ -235,6 +211,7 @@ def summarize(res: DemoResult, *, unit: str = "nats", top: int = 3) -> str:
         f"({', '.join(res.names)})",
         f"metric: {res.task.metric_label}",
         f"full model {res.full:.4f}; everything removed {res.empty:.4f}",
+        f"costs: {cost_label(unit)}",
         "",
         *_pair_lines(res, tol, unit, top),
         "",
@@ -248,32 +225,114 @@ def summarize(res: DemoResult, *, unit: str = "nats", top: int = 3) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def _exhaustive_stage(
-    model_name: str, batch_size: int, key: jax.Array
+class Stages:
+    """Announces each stage of the demo on stderr as it starts, and its time when it ends.
+
+    Attributes:
+        total: Number of stages (skipped ones count).
+        enabled: Print at all (and show progress bars when stderr is a terminal).
+        seconds: Wall time of each finished stage, by key.
+    """
+
+    def __init__(self, total: int, *, enabled: bool):
+        self.total = total
+        self.enabled = enabled
+        self.seconds: dict[str, float] = {}
+        self._count = 0
+
+    def _say(self, text: str) -> None:
+        if self.enabled:
+            print(text, file=sys.stderr, flush=True)
+
+    @contextlib.contextmanager
+    def run(self, key: str, text: str) -> Iterator[None]:
+        """Announce stage ``text``, time the block as ``key``, and say when it is done."""
+        self._count += 1
+        self._say(f"[{self._count}/{self.total}] {text} ...")
+        t0 = time.perf_counter()
+        yield
+        self.seconds[key] = time.perf_counter() - t0
+        self._say(f"      done in {self.seconds[key]:.1f} s")
+
+    def skip(self, text: str) -> None:
+        """Announce a stage that does not run."""
+        self._count += 1
+        self._say(f"[{self._count}/{self.total}] {text}: skipped")
+
+
+@contextlib.contextmanager
+def _ticking(bar: Any) -> Iterator[None]:
+    """Redraw ``bar`` twice a second while the block runs, so its elapsed time moves."""
+    if bar.disable:
+        yield
+        return
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.wait(0.5):
+            bar.refresh()
+
+    thread = threading.Thread(target=tick, name="demo progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _all_values(
+    model: Transformer,
+    comps: Components,
+    tokens: Int[Array, "batch seq"],
+    task: Task,
+    progress: bool,
+) -> np.ndarray:
+    """The metric of every subset, in eight equal slices of rows (one compiled program) so that
+    a progress bar can follow."""
+    rows = subsets.all(len(comps))
+    step = max(1, rows.shape[0] // 8)
+    parts = []
+    with progress_bar(total=rows.shape[0], desc="subsets", unit="subset", enabled=progress) as bar:
+        for start in range(0, rows.shape[0], step):
+            part = rows[start : start + step]
+            parts.append(evaluate(model, comps, part, tokens, metric=task.metric))
+            bar.update(part.shape[0])
+    return np.concatenate([np.asarray(p, np.float64) for p in parts])
+
+
+def _exhaustive_stages(
+    stages: Stages, model_name: str, batch_size: int, key: jax.Array
 ) -> tuple[DemoResult, Transformer, Components, Int[Array, "batch seq"]]:
-    """Load the model, evaluate every subset and decompose the table (timed as ``"sweep"``)."""
-    t0 = time.perf_counter()
-    model, task = load_pretrained(model_name)
-    comps = demo_components(model.config)
-    tokens = task.batch(key, batch_size)
-    values = evaluate(model, comps, subsets.all(len(comps)), tokens, metric=task.metric)
-    parts = decompose(values, lower_is_better=task.lower_is_better)
-    res = DemoResult(
-        model_name=model_name,
-        task=task,
-        names=comps.names,
-        values=np.asarray(values, np.float64),
-        sign=float(parts["sign"]),
-        loco_cost=parts["loco_cost"],
-        shapley_cost=parts["shapley_cost"],
-        pair_cost=parts["pair_cost"],
-        pair_excess=parts["pair_excess"],
-        sii_cost=parts["sii_cost"],
-        spectrum=parts["spectrum"],
-    )
-    res.seconds["sweep"] = time.perf_counter() - t0
-    res.summary = summarize(res)
+    """Load the model, evaluate every subset and decompose the table."""
+    with stages.run("load", f"loading {model_name} and drawing {batch_size} sequences"):
+        model, task = load_pretrained(model_name)
+        comps = demo_components(model.config)
+        tokens = task.batch(key, batch_size)
+    n = len(comps)
+    with stages.run("sweep", f"evaluating all {2**n} subsets of {n} components (compiles first)"):
+        values = _all_values(model, comps, tokens, task, stages.enabled)
+    with stages.run("decompose", "decomposing: leave-one-out, Shapley values, pairs, spectrum"):
+        parts = removal_costs(values, lower_is_better=task.lower_is_better)
+        res = DemoResult(
+            model_name=model_name,
+            task=task,
+            names=comps.names,
+            values=values,
+            sign=float(parts["sign"]),
+            loco_cost=parts["loco_cost"],
+            shapley_cost=parts["shapley_cost"],
+            pair_cost=parts["pair_cost"],
+            pair_excess=parts["pair_excess"],
+            sii_cost=parts["sii_cost"],
+            spectrum=parts["spectrum"],
+        )
+        res.summary = summarize(res)
     return res, model, comps, tokens
+
+
+SPARSITY_SCALES = (0.05, 0.15, 0.3, 0.6, 1.2, 2.4)
+"""Sparsity penalties of the learned masks, in units of the cost of removing everything."""
 
 
 def _learned_stage(
@@ -283,20 +342,28 @@ def _learned_stage(
     tokens: Int[Array, "batch seq"],
     steps: int,
     key: jax.Array,
+    stages: Stages,
 ) -> None:
     """Learn masks for a range of sparsity penalties into ``res.learned`` (``steps=0``: skip)."""
+    what = f"learning masks: {len(SPARSITY_SCALES)} sparsity penalties x {steps} steps"
     if steps == 0:  # optional by request only: a failing run raises like any other stage
         res.notes["mask_front"] = "learned masks skipped (learn_steps=0)"
+        stages.skip("learning masks")
         return
-    t0 = time.perf_counter()
     # penalty per *fraction* of components kept, in metric units: up to a few times the cost of
     # removing everything, so the front spans from "keep all" to "keep few"
     scale = max(abs(res.empty - res.full), 1e-3)
-    sparsity = jnp.asarray(scale * np.array([0.05, 0.15, 0.3, 0.6, 1.2, 2.4]), jnp.float32)
-    res.learned = learn_masks(
-        model, comps, tokens[:64], metric=res.task.metric, sparsity=sparsity, steps=steps, key=key
-    )
-    res.seconds["learned"] = time.perf_counter() - t0
+    sparsity = jnp.asarray(scale * np.array(SPARSITY_SCALES), jnp.float32)
+    with (
+        stages.run("learned", f"{what}, one compiled run (the bar fills when it ends)"),
+        progress_bar(total=steps, desc="learn masks", unit="step", enabled=stages.enabled) as bar,
+        _ticking(bar),
+    ):
+        res.learned = learn_masks(
+            model, comps, tokens[:64], metric=res.task.metric, sparsity=sparsity, steps=steps,
+            key=key,
+        )  # fmt: skip
+        bar.update(steps)
 
 
 def _recovery_rows(res: DemoResult) -> tuple[np.ndarray, list[str]]:
@@ -315,29 +382,34 @@ def _recovery_rows(res: DemoResult) -> tuple[np.ndarray, list[str]]:
 
 
 def _recovery_stage(
-    res: DemoResult, model: Transformer, comps: Components, steps: int, key: jax.Array
+    res: DemoResult,
+    model: Transformer,
+    comps: Components,
+    steps: int,
+    key: jax.Array,
+    stages: Stages,
 ) -> None:
     """Fine-tune three ablated copies into ``res.recovery`` (``steps=0``: skip)."""
     if steps == 0:  # optional by request only: a failing run raises like any other stage
         res.notes["recovery"] = "recovery skipped (recover_steps=0)"
+        stages.skip("fine-tuning ablated models")
         return
-    t0 = time.perf_counter()
     rows, res.recovery_labels = _recovery_rows(res)
     k_train, k_eval, k_run = jax.random.split(key, 3)
-    res.recovery = recover(
-        model,
-        comps,
-        rows,
-        res.task.batch(k_train, 2048),
-        steps=steps,
-        eval_tokens=res.task.batch(k_eval, 256),
-        eval_every=max(steps // 10, 1),
-        metric=res.task.metric,
-        batch_size=32,
-        key=k_run,
-        progress=False,
-    )
-    res.seconds["recovery"] = time.perf_counter() - t0
+    with stages.run("recovery", f"fine-tuning {len(rows)} ablated models for {steps} steps"):
+        res.recovery = recover(
+            model,
+            comps,
+            rows,
+            res.task.batch(k_train, 2048),
+            steps=steps,
+            eval_tokens=res.task.batch(k_eval, 256),
+            eval_every=max(steps // 10, 1),
+            metric=res.task.metric,
+            batch_size=32,
+            key=k_run,
+            progress=stages.enabled,
+        )
 
 
 def run_demo_study(
@@ -348,6 +420,7 @@ def run_demo_study(
     learn_steps: int = 300,
     recover_steps: int = 200,
     key: jax.Array | None = None,
+    progress: bool = False,
 ) -> DemoResult:
     """Run the demo's study and (with ``out_dir``) write its PNGs and ``report.html``.
 
@@ -358,9 +431,11 @@ def run_demo_study(
         learn_steps: Steps of :func:`jaxablate.learned.learn_masks` (0 skips it).
         recover_steps: Steps of :func:`jaxablate.recovery.recover` (0 skips it).
         key: Randomness of the evaluation batch and the optional stages (default: key 0).
+        progress: Announce each stage on stderr as it starts and its time when it ends, with
+            progress bars for the long ones when stderr is a terminal.
 
     Returns:
-        A :class:`DemoResult`.
+        A :class:`DemoResult`; ``seconds`` holds the wall time of each stage.
 
     Raises:
         ValueError: An unknown model, or a bad size, step count or key.
@@ -372,13 +447,14 @@ def run_demo_study(
     recover_steps = non_negative_int("recover_steps", recover_steps)
     key = jax.random.key(0) if key is None else check_key(key)
     k_eval, k_learn, k_rec = jax.random.split(key, 3)
-    res, model, comps, tokens = _exhaustive_stage(model_name, batch_size, k_eval)
-    _learned_stage(res, model, comps, tokens, learn_steps, k_learn)
-    _recovery_stage(res, model, comps, recover_steps, k_rec)
+    stages = Stages(5 if out_dir is None else 6, enabled=progress)
+    res, model, comps, tokens = _exhaustive_stages(stages, model_name, batch_size, k_eval)
+    _learned_stage(res, model, comps, tokens, learn_steps, k_learn, stages)
+    _recovery_stage(res, model, comps, recover_steps, k_rec, stages)
+    res.seconds = stages.seconds
     if out_dir is not None:
-        t0 = time.perf_counter()
-        write_demo_report(res, Path(out_dir))
-        res.seconds["report"] = time.perf_counter() - t0
+        with stages.run("report", f"writing the report into {out_dir}"):
+            write_demo_report(res, Path(out_dir))
     return res
 
 
@@ -398,9 +474,14 @@ def _best_per_size(values: Float[np.ndarray, " n_coalitions"], sign: float) -> n
     return best
 
 
+def _unit(res: DemoResult) -> str:
+    """Unit of the study's costs."""
+    return "nats" if res.sign > 0 else "metric units"
+
+
 def _exhaustive_figures(res: DemoResult) -> dict[str, Figure]:
     """The four figures of the exhaustive table, by :data:`PNGS` key."""
-    unit = "nats" if res.sign > 0 else "metric units"
+    unit = _unit(res)
     return {
         "loco_vs_shapley": plots.loco_vs_shapley(
             res.names,
@@ -500,7 +581,11 @@ def _importance_section(res: DemoResult) -> str:
             f"Shapley value averages its cost over all {2 ** len(res.names)} subsets of the others."
         ),
         _figure_or_note(res, "loco_vs_shapley", "leave-one-out vs Shapley bars"),
-        report.table(["component", "leave-one-out cost", "Shapley cost"], rows),
+        report.table(
+            ["component", "leave-one-out cost", "Shapley cost"],
+            rows,
+            caption=cost_label(_unit(res)),
+        ),
     )
 
 
@@ -526,7 +611,7 @@ def _pairs_section(res: DemoResult, top: int = 10) -> str:
         report.table(
             ["pair", "cost of i", "cost of j", "cost of both", "excess", "Shapley interaction"],
             rows,
-            caption="Top pairs by |excess|",
+            caption=f"Top pairs by |excess|; {cost_label(_unit(res))}",
         ),
         _figure_or_note(res, "shapley_interaction", "Shapley interaction heatmap"),
     )
@@ -635,6 +720,9 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fast", action="store_true", help="fewer sequences and training steps (a quick check)"
     )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="do not announce the stages on stderr"
+    )
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -654,9 +742,12 @@ def run_demo(args: argparse.Namespace) -> int:
         learn_steps=30 if args.fast else 300,
         recover_steps=20 if args.fast else 200,
         key=jax.random.key(args.seed),
+        progress=not args.no_progress,
     )
     print(res.summary)
     for note in res.notes.values():
         print(f"note: {note}")
-    print(f"\nreport: {res.files['report']}  ({time.perf_counter() - t0:.0f} s)")
+    stages = ", ".join(f"{k} {v:.1f} s" for k, v in res.seconds.items())
+    print(f"\nreport: {res.files['report']}")
+    print(f"elapsed: {time.perf_counter() - t0:.1f} s ({stages})")
     return 0

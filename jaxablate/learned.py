@@ -46,11 +46,13 @@ import optax
 from flax import nnx
 from jaxtyping import Array, Float, Int
 
+from jaxablate._batch import Batch, QueryKey, batch_of, model_tokens, queries_of
 from jaxablate._checks import check_key, check_optimizer, one_of, positive_int
 from jaxablate._evaluate import evaluate
+from jaxablate._prompts import Prompts
 from jaxablate.components import Components, check_components
-from jaxablate.metrics import Metric, as_metric, kl_to_clean, per_example
-from jaxablate.models.inputs import Ablation, check_tokens, zero
+from jaxablate.metrics import Metric, as_metric, kl_to_clean, score
+from jaxablate.models.inputs import Ablation, zero
 from jaxablate.models.transformer import Transformer
 
 __all__ = [
@@ -169,10 +171,12 @@ def _test_mask(logits: jax.Array, parametrization: str) -> jax.Array:
     return jax.nn.sigmoid(logits)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "comps", "parametrization", "optimizer"))
+@functools.partial(
+    jax.jit, static_argnames=("graphdef", "comps", "parametrization", "optimizer", "queries")
+)
 def _train(
     state: nnx.State,
-    tokens: Int[Array, "batch seq"],
+    tokens: tuple[Int[Array, "batch seq"], Int[Array, "batch seq"]],
     replacement: Ablation,
     metric: Metric,
     logits0: Float[Array, "n_masks n_players"],
@@ -183,9 +187,11 @@ def _train(
     comps: Components,
     parametrization: str,
     optimizer: optax.GradientTransformation,
+    queries: QueryKey,
 ) -> tuple[Float[Array, "n_masks n_players"], tuple[jax.Array, jax.Array, jax.Array]]:
     """The whole training run: ``scan`` over ``keys`` (one per step) of a ``vmap`` over rows."""
     model = nnx.merge(graphdef, state)
+    ids, metric_ids = tokens
 
     def objective(row: jax.Array, penalty: jax.Array, key: jax.Array):
         if parametrization == "hard_concrete":
@@ -193,8 +199,8 @@ def _train(
         else:
             mask = jax.nn.sigmoid(row)
         size = _keep_prob(row, parametrization).mean()
-        logits = model.forward(tokens, comps.masks_unchecked(mask), replacement)
-        value = per_example(metric, logits, tokens).mean()
+        logits = model.forward(ids, comps.masks_unchecked(mask), replacement)
+        value = score(metric, logits, metric_ids, queries_of(queries)).mean()
         return value + penalty * size, (value, size)
 
     grad_fn = jax.value_and_grad(objective, has_aux=True)
@@ -253,9 +259,10 @@ class _Study:
 
     model: Transformer
     comps: Components
-    tokens: jax.Array
+    tokens: jax.Array | Prompts
     metric: Metric
     ablation: Ablation
+    batch: Batch
 
 
 def _fit(
@@ -268,12 +275,12 @@ def _fit(
     optimizer: optax.GradientTransformation,
 ) -> tuple[jax.Array, TrainingHistory]:
     """Run :func:`_train` on checked inputs: the trained mask parameters and their history."""
-    model, tokens = study.model, study.tokens
-    replacement = study.ablation.fit(model.config, batch=tokens.shape[0], seq=tokens.shape[1])
+    model, batch = study.model, study.batch
+    replacement = study.ablation.fit(model.config, batch=batch.shape[0], seq=batch.shape[1])
     graphdef, state = nnx.split(model)
     logits, record = _train(
         state,
-        tokens,
+        (batch.tokens, batch.metric_tokens),
         replacement,
         study.metric,
         logits0,
@@ -283,6 +290,7 @@ def _fit(
         comps=study.comps,
         parametrization=parametrization,
         optimizer=optimizer,
+        queries=batch.query_key,
     )
     return logits, TrainingHistory(*(np.asarray(r) for r in record))
 
@@ -317,7 +325,7 @@ def _binarise(
 def learn_masks(
     model: Transformer,
     comps: Components,
-    tokens: Int[Array, "batch seq"],
+    tokens: Int[Array, "batch seq"] | Prompts,
     *,
     sparsity: float | Float[Array, " n_masks"],
     steps: int,
@@ -346,7 +354,8 @@ def learn_masks(
     Args:
         model: The model (its weights are not changed).
         comps: The components to mask; column ``i`` of every result is ``comps[i]``.
-        tokens: ``int [batch, seq]``; every step uses the whole batch.
+        tokens: ``int [batch, seq]`` (or :class:`~jaxablate.Prompts`); every step uses the whole
+            batch.
         sparsity: One penalty or a 1-D array of ``P`` penalties (all ``>= 0``); a single number
             gives ``P = 1``.
         steps: Optimisation steps (``>= 1``).
@@ -375,13 +384,15 @@ def learn_masks(
     opt = check_optimizer(optimizer, DEFAULT_OPTIMIZER)
     init = _check_init_logit(init_logit)
     check_components(model.config, comps, where="learn_masks")
-    tokens = check_tokens(model.config, tokens)
+    model_tokens(model.config, tokens)
+    metric_obj = kl_to_clean(model, tokens) if metric is None else as_metric(metric)
     study = _Study(
         model,
         comps,
         tokens,
-        kl_to_clean(model, tokens) if metric is None else as_metric(metric),
+        metric_obj,
         zero() if ablation is None else ablation,
+        batch_of(model.config, tokens, metric_obj),
     )
     logits0 = jnp.full((penalties.shape[0], len(comps)), init, jnp.float32)
     keys = jax.random.split(key, steps)

@@ -16,6 +16,13 @@ Recovery curves from a :class:`jaxablate.RecoveryResult` ``r``::
     fig = plots.recovery_curves(
         r.steps, r.metric, labels, baseline=r.baseline, metric_label=r.metric_name
     )
+
+What a head attends to, from :meth:`jaxablate.Transformer.run_with_cache` over prompts ``p``::
+
+    cache = model.run_with_cache(p, names=["pattern"])
+    fig = plots.attention_pattern(
+        cache["pattern"], layer=1, head=3, example=0, token_labels=labels, lengths=p.lengths
+    )
 """
 
 from collections.abc import Sequence
@@ -27,6 +34,7 @@ from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
 
 __all__ = [
+    "attention_pattern",
     "interaction_heatmap",
     "loco_vs_shapley",
     "mask_front",
@@ -306,4 +314,98 @@ def recovery_curves(
     ax.set_title(title)
     ax.legend(frameon=False, fontsize="small")
     ax.grid(alpha=0.3)
+    return fig
+
+
+def _pattern_2d(
+    pattern: Real[ArrayLike, "..."], layer: int | None, head: int | None, example: int | None
+) -> np.ndarray:
+    """The ``[query, key]`` pattern: ``pattern`` itself, or one entry of a stacked one."""
+    p = np.asarray(pattern, dtype=float)
+    if p.ndim == 2:
+        if (layer, head, example) != (None, None, None):
+            raise ValueError(
+                "layer, head and example index a stacked [layer, batch, head, query, key] "
+                f"pattern; this one is already [query, key] {p.shape}: leave them out"
+            )
+        return p
+    if p.ndim != 5:
+        raise ValueError(
+            "pattern must be [query, key], or [layer, batch, head, query, key] "
+            f"(cache['pattern']) with layer and head given, got shape {p.shape}"
+        )
+    if layer is None or head is None:
+        raise ValueError(
+            f"a stacked pattern {p.shape} needs layer= and head= (and example=, default 0)"
+        )
+    return p[layer, 0 if example is None else example, head]
+
+
+def _pad_length(lengths: int | ArrayLike | None, example: int | None, seq: int) -> int:
+    """Real tokens of the shown example: ``lengths`` itself, or ``lengths[example]``."""
+    if lengths is None:
+        return seq
+    arr = np.asarray(lengths).ravel()
+    if arr.size != 1 and example is None:
+        raise ValueError(f"got {arr.size} lengths for one [query, key] pattern: pass one")
+    n = int(arr[0 if example is None else example])
+    if not 1 <= n <= seq:
+        raise ValueError(f"the example's length must lie in [1, {seq}] (its positions), got {n}")
+    return n
+
+
+def attention_pattern(
+    pattern: Real[ArrayLike, "query key"] | Real[ArrayLike, "layer batch head query key"],
+    *,
+    layer: int | None = None,
+    head: int | None = None,
+    example: int | None = None,
+    token_labels: Sequence[str] | None = None,
+    lengths: int | ArrayLike | None = None,
+    title: str | None = None,
+    ax: Axes | None = None,
+) -> Figure:
+    """One head's attention over a prompt: row ``q`` is how query position ``q`` spreads its
+    attention over the key positions (each row sums to 1; later keys are causally 0).
+
+    Args:
+        pattern: ``[query, key]`` probabilities, or ``cache["pattern"]`` of
+            :meth:`jaxablate.Transformer.run_with_cache` (``[layer, batch, head, query, key]``)
+            with ``layer``, ``head`` and ``example`` choosing one.
+        layer: The head's layer (stacked patterns only).
+        head: The head (a query head under grouped-query attention; stacked patterns only).
+        example: Which example of the batch (stacked patterns only; default 0).
+        token_labels: One label per position (e.g. the decoded tokens), for both axes.
+        lengths: Real tokens of the example, or ``[batch]`` lengths (``Prompts.lengths``) read
+            at ``example``: pad positions past it are left out of the figure.
+        title: Figure title (default: names the head).
+        ax: Axes to draw into (default: a new figure).
+
+    Returns:
+        The figure holding the axes.
+    """
+    p = _pattern_2d(pattern, layer, head, example)
+    seq = p.shape[0]
+    if p.shape[1] != seq:
+        raise ValueError(f"pattern must be square [query, key] over one prompt, got {p.shape}")
+    n = _pad_length(lengths, example, seq)
+    p = p[:n, :n]
+    size = min(12.0, max(4.5, 0.35 * n + 2.5))
+    fig, ax = _subplots((size + 1.2, size)) if ax is None else (_root_figure(ax), ax)
+    im = ax.imshow(p, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
+    if token_labels is not None:
+        labels = [str(t) for t in token_labels]
+        if len(labels) not in (n, seq):
+            raise ValueError(
+                f"got {len(labels)} token labels for a prompt of {n} real tokens ({seq} positions)"
+            )
+        ax.set_xticks(np.arange(n), labels[:n], rotation=90)
+        ax.set_yticks(np.arange(n), labels[:n])
+    ax.set_xlabel("key (attended-to position)")
+    ax.set_ylabel("query (attending position)")
+    default = "Attention pattern" if layer is None else f"L{layer}H{head} attention pattern"
+    if example is not None:
+        default += f" (example {example})"
+    ax.set_title(default if title is None else title)
+    fig.colorbar(im, ax=ax, label="attention probability", shrink=0.85)
     return fig

@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from jaxablate import cli, demo, plots, report, tasks
+from jaxablate import cli, demo, export, plots, report, tasks
 from jaxablate.recovery import RecoveryResult
 
 
@@ -41,10 +41,10 @@ def _brute(values: np.ndarray, sign: float) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("lower_is_better", [True, False])
-def test_decompose_matches_definitions(lower_is_better):
+def test_removal_costs_match_definitions(lower_is_better):
     rng = np.random.default_rng(0)
     values = rng.normal(size=2**5)
-    got = demo.decompose(values, lower_is_better=lower_is_better)
+    got = export.removal_costs(values, lower_is_better=lower_is_better)
     want = _brute(values, 1.0 if lower_is_better else -1.0)
     for k, w in want.items():
         np.testing.assert_allclose(got[k], w, rtol=1e-6, atol=1e-6, err_msg=k)
@@ -63,7 +63,7 @@ def _planted_result() -> demo.DemoResult:
     for r in range(16):
         a_or_b = bool(r & 1 or r & 2)
         values[r] = 0.1 + (0.0 if a_or_b else 2.0) + (0.0 if (r & 4 and r & 8) else 1.0)
-    parts = demo.decompose(values, lower_is_better=True)
+    parts = export.removal_costs(values, lower_is_better=True)
     return demo.DemoResult(
         model_name="planted",
         task=tasks.induction(),
@@ -79,6 +79,7 @@ def test_summary_names_pairs_from_the_data():
     text = demo.summarize(res)
     synergy, overlap = text.split("Important alone, overlapping together")
     # A, B: each costs 0 alone, 2 together
+    assert "costs: removal cost (nats, higher = more important)" in synergy
     assert "A + B: alone +0.000 and +0.000 nats, together +2.000 nats" in synergy
     # C, D: each costs 1 alone, only 1 together
     assert "C + D: alone +1.000 and +1.000 nats, together only +1.000" in overlap
@@ -114,6 +115,23 @@ def test_report_of_a_planted_study(tmp_path):
     assert labels == ["A removed", "A + B removed", "unablated"]
 
 
+def test_stages_are_announced_as_they_start(capsys):
+    stages = demo.Stages(3, enabled=True)
+    with stages.run("first", "doing one thing"):
+        assert capsys.readouterr().err == "[1/3] doing one thing ...\n"  # before the work ends
+    stages.skip("another thing")
+    with pytest.raises(RuntimeError), stages.run("third", "failing"):
+        raise RuntimeError
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].strip().startswith("done in") and err[0].endswith(" s")
+    assert err[1:] == ["[2/3] another thing: skipped", "[3/3] failing ..."]
+    assert list(stages.seconds) == ["first"]  # a failed stage has no time
+    quiet = demo.Stages(1, enabled=False)
+    with quiet.run("x", "silent"):
+        pass
+    assert capsys.readouterr().err == "" and set(quiet.seconds) == {"x"}
+
+
 def test_run_demo_study_checks_its_arguments():
     with pytest.raises(ValueError, match="unknown model"):
         demo.run_demo_study("no-such-model")
@@ -142,8 +160,13 @@ def test_report_is_self_contained(tmp_path):
 def test_cli_demo_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     assert cli.main(["demo", "--out", str(out), "--fast"]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "Dispensable alone, not together" in printed
+    stages = [line for line in captured.err.splitlines() if line.startswith("[")]
+    assert [line[:5] for line in stages] == [f"[{k}/6]" for k in range(1, 7)], captured.err
+    assert "evaluating all 256 subsets of 8 components" in stages[1]
+    assert re.search(r"^elapsed: \d+\.\d s \(load \d+\.\d s, sweep ", printed, re.M)
     html = (out / "report.html").read_text()
     assert html.startswith("<!DOCTYPE html>")
     assert 'src="http' not in html and "<link" not in html  # nothing external

@@ -56,6 +56,49 @@ def test_notebook_hub_probe_gives_up_quickly(monkeypatch):
         assert time.perf_counter() - start < 5.0
 
 
+class _Shell:
+    """Records the line magics a cell runs (a stand-in for IPython's ``get_ipython()``)."""
+
+    def __init__(self):
+        self.magics = []
+
+    def run_line_magic(self, name, line):
+        self.magics.append((name, line))
+
+
+def _run_install_cell(monkeypatch, found: bool) -> list:
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    cell = next(c for c in nb.cells if c.cell_type == "code")  # the first code cell
+    import importlib.util
+
+    real = importlib.util.find_spec
+
+    def find_spec(name, *args):
+        return None if name == "jaxablate" and not found else real(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    shell = _Shell()
+    exec(compile(cell.source, "install cell", "exec"), {"get_ipython": lambda: shell})
+    return shell.magics
+
+
+def test_notebook_install_cell(monkeypatch, tmp_path):
+    """Importable: nothing is installed. Missing: pip installs the checkout (or
+    JAXABLATE_SOURCE); a directory that is no checkout is refused with what to set."""
+    assert _run_install_cell(monkeypatch, found=True) == []
+    monkeypatch.chdir(NOTEBOOK.parent)
+    monkeypatch.delenv("JAXABLATE_SOURCE", raising=False)
+    checkout = str(NOTEBOOK.parents[1])
+    assert _run_install_cell(monkeypatch, found=False) == [("pip", f"install -q {checkout}")]
+    monkeypatch.setenv("JAXABLATE_SOURCE", "git+https://example.org/jaxablate")
+    assert _run_install_cell(monkeypatch, found=False) == [
+        ("pip", "install -q git+https://example.org/jaxablate")
+    ]
+    monkeypatch.setenv("JAXABLATE_SOURCE", str(tmp_path))
+    with pytest.raises(RuntimeError, match="not a jaxablate checkout: set JAXABLATE_SOURCE"):
+        _run_install_cell(monkeypatch, found=False)
+
+
 def test_notebook_is_stored_without_outputs():
     nb = nbformat.read(NOTEBOOK, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]

@@ -118,10 +118,10 @@ def test_sweep_then_show(setup, tmp_path, capsys):
     phi = brute_shapley(v, 4)
     rows = re.findall(r"^  (L\S+)\s+([+-]\d+\.\d+)\s+([+-]\d+\.\d+)$", text, re.M)
     assert [r[0] for r in rows] == [comps.names[i] for i in np.argsort(-np.abs(phi))[:3]]
-    for name, shap, loco in rows:
+    for name, shap, loco in rows:  # removal costs of a loss: minus the presence game's values
         i = comps.names.index(name)
-        np.testing.assert_allclose(float(shap), phi[i], atol=2e-6)
-        np.testing.assert_allclose(float(loco), v[15] - v[15 ^ 1 << i], atol=2e-6)
+        np.testing.assert_allclose(float(shap), -phi[i], atol=2e-6)
+        np.testing.assert_allclose(float(loco), v[15 ^ 1 << i] - v[15], atol=2e-6)
     pairs = re.findall(r"^  (\S+) x (\S+)\s+([+-]\d+\.\d+)$", text, re.M)
     sii = {(a, b): brute_pair_sii(v, 4, a, b) for a, b in itertools.combinations(range(4), 2)}
     best = sorted(sii.values(), key=abs, reverse=True)[:3]
