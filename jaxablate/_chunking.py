@@ -3,6 +3,10 @@
 The bound comes from an estimate of the activations one row keeps alive (see
 :func:`bytes_per_row`); within it, ``chunk_size="auto"`` times a few sizes on the real rows and
 keeps the fastest per row (on a CPU, chunks that fit the cache win; on a GPU, large ones do).
+
+A timed choice depends on the load of the machine, and float results depend (in the last bits)
+on the vmap width, so sweeps never time: :func:`device_plan` is a pure function of the shapes,
+the memory budget and the kind of device, and a sweep records it in its manifest.
 """
 
 import os
@@ -23,6 +27,9 @@ PROBE_SIZES = (4, 16, 64, 256, 1024, 4096, 16384)
 
 #: Working set (bytes) a CPU keeps in cache: rows are vmapped in batches of about this size.
 CPU_CACHE_BYTES = 8 * 2**20
+#: Most rows per device group that :func:`device_plan` gives a CPU (more share little more
+#: prefix work, and a CPU gains nothing from wider calls).
+CPU_DEVICE_ROWS = 256
 
 
 @dataclass(frozen=True)
@@ -111,6 +118,41 @@ def default_budget() -> int:
     return min(ram // 4, MAX_DEFAULT_BUDGET)
 
 
+def check_budget(budget: object) -> int:
+    """``budget`` as a positive number of bytes (:func:`default_budget` for ``None``)."""
+    if budget is None:
+        return default_budget()
+    if isinstance(budget, bool) or not isinstance(budget, int | np.integer) or budget <= 0:
+        raise ValueError(f"memory_budget must be a positive number of bytes, got {budget!r}")
+    return int(budget)
+
+
+def device_plan(
+    cfg: ModelConfig, token_shape: tuple[int, int], n_rows: int, *, budget: int | None
+) -> Plan:
+    """A plan per device that depends on shapes and memory alone (never on timing).
+
+    ``chunk`` is the rows one device evaluates per compiled call (one prefix tree): all
+    ``n_rows`` if they fit ``budget`` (bytes for one device's rows), at most
+    :data:`CPU_DEVICE_ROWS` on a CPU, split evenly; ``inner`` is :func:`inner_width`'s.
+    A call on ``d`` devices then takes ``d * chunk`` rows, and every device runs the same
+    shapes whatever ``d`` is, so the values do not depend on the device count.
+
+    Raises:
+        ValueError: a bad budget, or one too small for a single row.
+    """
+    budget = check_budget(budget)
+    per_row = bytes_per_row(cfg, *token_shape)
+    if budget < per_row:
+        raise ValueError(
+            f"memory_budget={budget} bytes fits no row ({per_row} bytes per row for tokens of "
+            f"shape {token_shape}); raise the budget or evaluate fewer tokens at once"
+        )
+    limit = CPU_DEVICE_ROWS if jax.default_backend() == "cpu" else n_rows
+    chunk = balanced(n_rows, min(n_rows, budget // per_row, limit), 1)
+    return Plan(chunk, inner_width(cfg, token_shape, chunk))
+
+
 def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
@@ -143,10 +185,7 @@ def choose(
     """
     groups = runner.groups
     n_rows = rows.shape[0]
-    if budget is None:
-        budget = default_budget()
-    elif isinstance(budget, bool) or not isinstance(budget, int | np.integer) or budget <= 0:
-        raise ValueError(f"memory_budget must be a positive number of bytes, got {budget!r}")
+    budget = check_budget(budget)
     per_row = bytes_per_row(cfg, *token_shape)
     cap = int(budget) // per_row
     if cap < groups:

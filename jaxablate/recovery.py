@@ -441,7 +441,7 @@ def _validate(
 ) -> _Inputs:
     """Check every argument of :func:`recover` (``opts``: its keyword arguments)."""
     cfg = model.config
-    check_components(cfg, comps)
+    check_components(cfg, comps, where="recover")
     rows_arr = check_rows(rows, len(comps), binary=True)
     rows_2d(rows_arr, len(comps))
     checkpoint_every = opts["checkpoint_every"]
@@ -569,14 +569,16 @@ def _state_leaves(runs: _Runs, K: int) -> list[jax.Array]:
 def _resume(
     store: ckpt.Store, directory: str, runs: _Runs, inp: _Inputs, curves: np.ndarray
 ) -> int:
-    """Load the newest checkpoint in ``store`` into ``runs`` and ``curves``; its step, or 0."""
-    latest = store.latest()
-    if latest is None:
-        return 0
+    """Load the newest good checkpoint in ``store`` into ``runs`` and ``curves``; its step, or 0
+    (a damaged step is reported and the one before it used, see :meth:`ckpt.Store.restore_latest`).
+    """
     K = inp.n_runs
     key_data = _key_data(inp.key)
     like = [x[:K] for x in jax.tree.leaves((runs.train, runs.opt_state))]
-    leaves, saved_key, saved_curves = store.restore(latest, like, key_data, curves)
+    found = store.restore_latest(like, key_data, curves)
+    if found is None:
+        return 0
+    latest, leaves, saved_key, saved_curves = found
     if not np.array_equal(np.asarray(saved_key), np.asarray(key_data)):
         raise ValueError(f"checkpoint in {directory!r} was written with another key")
     curves[...] = saved_curves
@@ -659,8 +661,9 @@ def _train_or_resume(
     if checkpoint_dir is None:
         _train(runs, inp, tr.graphdef, curves, start=0, store=None, progress=progress)
         return curves
-    ckpt.check_directory(checkpoint_dir, _fingerprint(model, comps, inp, tr.names))
-    store = ckpt.Store(checkpoint_dir)
+    fingerprint = _fingerprint(model, comps, inp, tr.names)
+    ckpt.check_directory(checkpoint_dir, fingerprint)
+    store = ckpt.Store(checkpoint_dir, fingerprint)
     try:
         start = _resume(store, checkpoint_dir, runs, inp, curves)
         _train(runs, inp, tr.graphdef, curves, start=start, store=store, progress=progress)
