@@ -26,9 +26,9 @@ from jaxtyping import Array, Float, Int
 
 from jaxablate._batch import QueryKey, batch_of, queries_of
 from jaxablate._prompts import Prompts
-from jaxablate.components import Components, check_components
+from jaxablate.components import Components, check_components, check_model
 from jaxablate.metrics import Metric, as_metric, loss, score
-from jaxablate.models.inputs import Ablation, zero
+from jaxablate.models.inputs import Ablation, check_ablation
 from jaxablate.models.transformer import Transformer
 
 __all__ = ["attribution"]
@@ -85,10 +85,11 @@ def attribution(
     Raises:
         ValueError: components, tokens or ablation that do not fit the model.
     """
+    check_model(model)
     check_components(model.config, comps, where="attribution")
     metric_obj = as_metric(metric)
     batch = batch_of(model.config, tokens, metric_obj)
-    replacement = (zero() if ablation is None else ablation).fit(
+    replacement = check_ablation(ablation).fit(
         model.config, batch=batch.shape[0], seq=batch.shape[1]
     )
     graphdef, state = nnx.split(model)

@@ -5,6 +5,8 @@ clear message wherever it enters: what was expected, and what was given. This mo
 nothing from the package (it is on the ground floor).
 """
 
+import math
+import numbers
 from typing import Any
 
 import jax
@@ -57,10 +59,44 @@ def check_key(key: object, name: str = "key") -> jax.Array:
             return key
     elif isinstance(key, jax.Array | np.ndarray) and key.shape == (2,) and key.dtype == np.uint32:
         return jnp.asarray(key)
+    seed = isinstance(key, int | np.integer) and not isinstance(key, bool)
+    hint = "; an int seed is not a key: use jax.random.key(seed)" if seed else ""
     raise ValueError(
         f"{name} must be a single jax.random key (jax.random.key(0) or jax.random.PRNGKey(0)), "
-        f"got {key!r}"
+        f"got {_short(key)}{hint}"
     )
+
+
+def _short(value: object, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters; arrays by their shape and dtype."""
+    if isinstance(value, jax.Array | np.ndarray):
+        return f"an array of shape {tuple(value.shape)} and dtype {value.dtype}"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_bool(name: str, value: object) -> bool:
+    """``value`` if it is a bool, else ``ValueError`` naming ``name``."""
+    if not isinstance(value, bool | np.bool_):
+        raise ValueError(f"{name} must be a bool (True or False), got {_short(value)}")
+    return bool(value)
+
+
+def finite_number(
+    name: str, value: object, *, low: float = -math.inf, high: float = math.inf, what: str = ""
+) -> float:
+    """``value`` as a float if it is a finite real number in ``[low, high]``, else
+    ``ValueError`` naming ``name`` (``what`` describes the range for the message)."""
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+    x = float(value) if number else math.nan  # pyright: ignore[reportArgumentType]
+    if not (math.isfinite(x) and low <= x <= high):
+        expected = what or (
+            "a finite number"
+            + ("" if low == -math.inf else f" >= {low}")
+            + ("" if high == math.inf else f" <= {high}")
+        )
+        raise ValueError(f"{name} must be {expected}, got {_short(value)}")
+    return x
 
 
 def rows_2d(rows: np.ndarray | jax.Array, n: int, what: str = "rows") -> None:
@@ -108,7 +144,26 @@ def check_optimizer(optimizer: object, default: Any) -> Any:
         hash(optimizer)
     except TypeError:
         raise ValueError("optimizer must be hashable (a plain optax transformation)") from None
+    _probe_optimizer(optimizer)
     return optimizer
+
+
+def _probe_optimizer(optimizer: Any) -> None:
+    """Refuse an optimizer whose first update of a unit gradient is NaN or inf (a NaN or
+    infinite learning rate), which would train to NaN curves or all-False masks."""
+    params = {"probe": jnp.ones((2,), jnp.float32)}
+    try:
+        state = optimizer.init(params)
+        updates, _ = optimizer.update(params, state, params)
+        leaves = jax.tree.leaves(updates)
+    except Exception:  # an optimizer that needs more (extra arguments, a value): not probed
+        return
+    if not all(bool(jnp.all(jnp.isfinite(u))) for u in leaves):
+        raise ValueError(
+            "optimizer must give finite updates, but its first update of a unit gradient is "
+            "NaN or inf: its learning rate (or another hyperparameter) is NaN or infinite; "
+            "pass a finite positive learning rate, e.g. optax.adam(0.1)"
+        )
 
 
 def one_of(name: str, value: object, choices: tuple[str, ...]) -> str:

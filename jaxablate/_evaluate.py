@@ -27,11 +27,11 @@ from jaxtyping import Array, Bool, Float, Int
 
 from jaxablate import _chunking, _prefix
 from jaxablate._batch import Batch, QueryKey, batch_of, queries_of
-from jaxablate._checks import local_mesh, one_axis_mesh, rows_2d
+from jaxablate._checks import check_bool, local_mesh, one_axis_mesh, rows_2d
 from jaxablate._prompts import Prompts
-from jaxablate.components import Components, check_components, check_rows
+from jaxablate.components import Components, check_components, check_model, check_rows
 from jaxablate.metrics import Metric, as_metric, loss, score
-from jaxablate.models.inputs import Ablation, Masks, zero
+from jaxablate.models.inputs import Ablation, Masks, check_ablation, zero
 from jaxablate.models.transformer import Transformer
 
 MESH_AXIS = "masks"
@@ -191,6 +191,8 @@ class _Runner:
         self.mesh = mesh
         self.queries = batch.query_key  # pruned evaluation: another cost per row
         self.columns = None if metric.columns is None else int(metric.columns.shape[0])
+        # what a row computes, for its memory and working set (the naive path computes all)
+        self.reads = (self.queries, self.columns) if share_prefix else (None, None)
         self.groups = int(mesh.devices.size)
         graphdef, state = nnx.split(model)
         self.graphdef = graphdef
@@ -232,7 +234,11 @@ class _Runner:
             sizes = _prefix.padded_sizes(_prefix.node_counts(keys, group), self.comps, group)
         else:
             sizes = (group,)
-        inner = min(plan.inner or _chunking.inner_width(self.cfg, self.token_shape, group), group)
+        queries, columns = self.reads
+        width = _chunking.inner_width(
+            self.cfg, self.token_shape, group, queries=queries, columns=columns
+        )
+        inner = min(plan.inner or width, group)
         return _Prepared(rows[take], keys, order, sizes, chunk, group, n_rows, inner)
 
     def run_chunk(self, prep: "_Prepared", index: int) -> jax.Array:
@@ -308,7 +314,10 @@ def run(
     (a sweep passes the plan its manifest records): ``plan.chunk`` rows per compiled call, a
     multiple of the mesh's devices, each device taking ``plan.chunk // devices`` of them.
     """
+    check_model(model)
     check_components(model.config, comps)
+    check_bool("share_prefix", share_prefix)
+    ablation = check_ablation(ablation)
     metric_obj = as_metric(metric)
     batch = batch_of(model.config, tokens, metric_obj)
     rows_arr = np.asarray(check_rows(rows, len(comps), binary=True))

@@ -27,6 +27,8 @@ def _int_vector(name: str, value: object, batch: int) -> np.ndarray:
         )
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(f"Prompts.{name} must hold integer ids, got dtype {arr.dtype}")
+    if arr.size and arr.min() < 0:
+        raise ValueError(f"Prompts.{name} must be non-negative, got {int(arr.min())}")
     return arr.astype(np.int32)
 
 
@@ -74,6 +76,14 @@ class Prompts:
                 f"Prompts.lengths must lie in [1, {seq}] (the padded length), got values in "
                 f"[{lengths.min()}, {lengths.max()}]"
             )
+        if tokens.min() < 0:
+            raise ValueError(f"Prompts.tokens must be non-negative ids, got {int(tokens.min())}")
+        if (
+            not isinstance(self.pad_id, int | np.integer)
+            or isinstance(self.pad_id, bool)
+            or self.pad_id < 0
+        ):
+            raise ValueError(f"Prompts.pad_id must be a non-negative int id, got {self.pad_id!r}")
         object.__setattr__(self, "tokens", tokens.astype(np.int32))
         object.__setattr__(self, "lengths", lengths)
         for name in ("correct", "wrong"):

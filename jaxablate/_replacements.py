@@ -12,8 +12,9 @@ import numpy as np
 from flax import nnx
 from jaxtyping import Array, Int
 
-from jaxablate._checks import positive_int
+from jaxablate._checks import check_bool, positive_int
 from jaxablate._prompts import Prompts
+from jaxablate.components import check_model
 from jaxablate.models.inputs import Ablation, check_tokens
 from jaxablate.models.transformer import Transformer
 
@@ -27,6 +28,7 @@ def _reference_tokens(
     model: Transformer, tokens: object, what: str
 ) -> tuple[jax.Array, np.ndarray | None]:
     """Checked ids and, for :class:`Prompts`, which positions are real (``[batch, seq]``)."""
+    check_model(model)
     ids = tokens.tokens if isinstance(tokens, Prompts) else tokens
     try:
         checked = check_tokens(model.config, ids)
@@ -69,6 +71,7 @@ def mean(
     """
     tokens, valid = _reference_tokens(model, ref_tokens, "mean ablation reference tokens")
     batch_size = positive_int("batch_size", batch_size)
+    per_position = check_bool("per_position", per_position)
     weight = np.ones(tokens.shape, np.float64) if valid is None else valid.astype(np.float64)
     graphdef, state = nnx.split(model)
     axes = (1,) if per_position else (1, 2)

@@ -18,6 +18,7 @@ from jaxablate._checks import is_tracer
 from jaxablate._prompts import Prompts
 from jaxablate.models.config import ModelConfig
 from jaxablate.models.inputs import Masks as Masks
+from jaxablate.models.transformer import Transformer
 
 Kind = Literal["head", "attn", "mlp"]
 
@@ -83,7 +84,9 @@ class Components:
 
     def __add__(self, other: "Components") -> "Components":
         if not isinstance(other, Components):
-            return NotImplemented
+            raise ValueError(
+                f"can only add ja.Components to Components (ja.heads / ja.blocks), got {other!r}"
+            )
         if other.config != self.config:
             raise ValueError("cannot add Components of models with different configs")
         return Components(self.config, self.items + other.items)
@@ -242,7 +245,14 @@ def check_rows(rows: object, n: int, *, binary: bool) -> np.ndarray | jax.Array:
                 f"rows must have shape [..., {n}] (one column per component), got {rows.shape}"
             )
         return rows.astype(jnp.float32)
-    arr = np.asarray(rows)
+    try:
+        arr = np.asarray(rows)
+    except (TypeError, ValueError) as err:  # ragged lists, objects numpy cannot stack
+        raise ValueError(f"rows must be a bool or numeric array [..., {n}]: {err}") from None
+    # jnp.issubdtype, unlike np.issubdtype, counts bfloat16 (ml_dtypes) as a float
+    kinds = (jnp.bool_, jnp.integer, jnp.floating)
+    if not any(jnp.issubdtype(arr.dtype, kind) for kind in kinds):
+        raise ValueError(f"rows must be bool or numeric, got dtype {arr.dtype}")
     if arr.ndim < 1 or arr.shape[-1] != n:
         raise ValueError(
             f"rows must have shape [..., {n}] (one column per component), got {arr.shape}"
@@ -251,11 +261,10 @@ def check_rows(rows: object, n: int, *, binary: bool) -> np.ndarray | jax.Array:
         raise ValueError(f"rows must hold at least one row, got shape {arr.shape}")
     if arr.dtype == np.bool_:
         return arr.astype(np.float32)
-    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
-        raise ValueError(f"rows must be bool or numeric, got dtype {arr.dtype}")
     arr = arr.astype(np.float64)
     if not np.all(np.isfinite(arr)):
-        raise ValueError("rows contain NaN or inf")
+        bad = int((~np.isfinite(arr)).sum())
+        raise ValueError(f"rows must be finite, but rows contain NaN or inf ({bad} values)")
     if binary:
         bad = ~np.isin(arr, (0.0, 1.0))
         if bad.any():
@@ -299,7 +308,8 @@ def _positions(positions: Positions) -> list[int | str | None]:
     """``None`` (every position) or a list of position specs, checked."""
     if positions is None:
         return [None]
-    specs = [positions] if isinstance(positions, int | str | np.integer) else list(positions)
+    single = isinstance(positions, int | str | np.integer) or not isinstance(positions, Iterable)
+    specs = [positions] if single else list(positions)  # pyright: ignore[reportArgumentType]
     if not specs:
         raise ValueError("positions must not be empty (None means every position)")
     out: list[int | str | None] = []
@@ -333,6 +343,7 @@ def heads(
             :attr:`jaxablate.Prompts.positions`): one position-level component per head and
             position (``L9H6@last``), masked there alone.
     """
+    check_config(cfg)
     if heads is None:
         chosen = list(range(cfg.n_heads))
     else:
@@ -363,6 +374,7 @@ def blocks(
 ) -> Components:
     """Whole attention or MLP blocks of ``layers`` (all layers by default); ``positions`` as in
     :func:`heads`."""
+    check_config(cfg)
     if kind not in ("attn", "mlp"):
         raise ValueError(f"blocks kind must be 'attn' or 'mlp', got {kind!r}")
     if kind == "mlp" and cfg.attn_only:
@@ -371,6 +383,26 @@ def blocks(
     return Components(
         cfg, tuple(Component(kind, layer, None, p) for layer in _layers(cfg, layers) for p in specs)
     )
+
+
+def check_config(cfg: object) -> ModelConfig:
+    """``cfg`` if it is a :class:`ModelConfig`, else ``ValueError`` (a model, ``None``, ...)."""
+    if not isinstance(cfg, ModelConfig):
+        hint = " (pass model.config, not the model)" if isinstance(cfg, Transformer) else ""
+        raise ValueError(
+            f"cfg must be a ja.ModelConfig (model.config), got {type(cfg).__name__}{hint}"
+        )
+    return cfg
+
+
+def check_model(model: object, name: str = "model") -> Transformer:
+    """``model`` if it is a :class:`~jaxablate.Transformer`, else ``ValueError`` naming ``name``."""
+    if not isinstance(model, Transformer):
+        raise ValueError(
+            f"{name} must be a ja.Transformer (ja.from_hf, ja.load_model, ja.load_pretrained or "
+            f"ja.Transformer(cfg, rngs=...)), got {type(model).__name__}"
+        )
+    return model
 
 
 def check_components(cfg: ModelConfig, comps: object, *, where: str | None = None) -> "Components":

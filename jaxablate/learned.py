@@ -50,9 +50,9 @@ from jaxablate._batch import Batch, QueryKey, batch_of, model_tokens, queries_of
 from jaxablate._checks import check_key, check_optimizer, one_of, positive_int
 from jaxablate._evaluate import evaluate
 from jaxablate._prompts import Prompts
-from jaxablate.components import Components, check_components
+from jaxablate.components import Components, check_components, check_model
 from jaxablate.metrics import Metric, as_metric, kl_to_clean, score
-from jaxablate.models.inputs import Ablation, zero
+from jaxablate.models.inputs import Ablation, check_ablation
 from jaxablate.models.transformer import Transformer
 
 __all__ = [
@@ -292,6 +292,11 @@ def _fit(
         optimizer=optimizer,
         queries=batch.query_key,
     )
+    if not np.all(np.isfinite(np.asarray(logits))):
+        raise ValueError(
+            f"learn_masks diverged: the mask parameters are NaN or inf after {keys.shape[0]} "
+            "steps; lower the optimizer's learning rate"
+        )
     return logits, TrainingHistory(*(np.asarray(r) for r in record))
 
 
@@ -377,6 +382,7 @@ def learn_masks(
         ValueError: negative or non-finite sparsity, ``steps < 1``, an unknown parametrisation,
             a bad key, optimizer, ``init_logit``, model/components mismatch or tokens.
     """
+    check_model(model)
     kind = one_of("parametrization", parametrization, get_args(Parametrization))
     steps = positive_int("steps", steps)
     penalties = _check_sparsity(sparsity)
@@ -385,13 +391,14 @@ def learn_masks(
     init = _check_init_logit(init_logit)
     check_components(model.config, comps, where="learn_masks")
     model_tokens(model.config, tokens)
+    abl = check_ablation(ablation)
     metric_obj = kl_to_clean(model, tokens) if metric is None else as_metric(metric)
     study = _Study(
         model,
         comps,
         tokens,
         metric_obj,
-        zero() if ablation is None else ablation,
+        abl,
         batch_of(model.config, tokens, metric_obj),
     )
     logits0 = jnp.full((penalties.shape[0], len(comps)), init, jnp.float32)

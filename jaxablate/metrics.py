@@ -88,6 +88,10 @@ class Metric:
     check: Callable[..., None] | None = field(default=None)
 
     def __post_init__(self) -> None:
+        if not callable(self.fn):
+            raise ValueError(
+                f"Metric.fn must be callable fn(logits, tokens, data) -> [batch], got {self.fn!r}"
+            )
         if self.positions is None:
             return
         p = self.positions
@@ -350,6 +354,18 @@ def _logit_diff(logits: jax.Array, tokens: jax.Array, data: tuple) -> jax.Array:
     return _pick(at, correct) - _pick(at, wrong)
 
 
+def _answer_pair(name: str, correct: object, wrong: object) -> tuple[np.ndarray, np.ndarray]:
+    """Checked ``correct`` and ``wrong`` ids; per-example arrays must have equal lengths."""
+    c = _answer_ids(f"{name} correct", correct)
+    w = _answer_ids(f"{name} wrong", wrong)
+    if c.ndim == w.ndim == 1 and c.shape != w.shape:
+        raise ValueError(
+            f"{name} correct and wrong must have the same length (one pair per example), got "
+            f"{c.shape[0]} and {w.shape[0]}"
+        )
+    return c, w
+
+
 def _columns(*ids: np.ndarray) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     """Sorted distinct ids (the columns to compute) and each input as indices into them."""
     cols = np.unique(np.concatenate([np.atleast_1d(i) for i in ids]))
@@ -375,8 +391,7 @@ def logit_diff(
             default), an int (negative: counted back from each prompt's end), or a named
             position of the prompts.
     """
-    c = _answer_ids("logit_diff correct", correct)
-    w = _answer_ids("logit_diff wrong", wrong)
+    c, w = _answer_pair("logit_diff", correct, wrong)
     cols, (ci, wi) = _columns(c, w)
     return Metric(
         data=(ci, wi),
@@ -444,8 +459,7 @@ def answer_accuracy(
     """
     if wrong is None:
         return _answer_metric(_argmax_hit, "answer_accuracy", correct, position)
-    c = _answer_ids("answer_accuracy correct", correct)
-    w = _answer_ids("answer_accuracy wrong", wrong)
+    c, w = _answer_pair("answer_accuracy", correct, wrong)
     cols, (ci, wi) = _columns(c, w)
     return Metric(
         data=(ci, wi),
@@ -474,6 +488,8 @@ def kl_to_clean(model: Transformer, tokens: "Int[Array, 'batch seq'] | Prompts")
     ``KL(clean || ablated)`` per example, in nats (lower is better; 0 for the clean model).
     Evaluate it on the same ``tokens`` (or :class:`~jaxablate.Prompts`) it was built from.
     """
+    if not isinstance(model, Transformer):
+        raise ValueError(f"model must be a ja.Transformer, got {type(model).__name__}")
     ids = tokens.tokens if isinstance(tokens, Prompts) else tokens
     checked = check_tokens(model.config, ids)
     graphdef, state = nnx.split(model)

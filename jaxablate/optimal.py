@@ -23,7 +23,7 @@ from jaxtyping import Array, Bool, Float, Int
 
 from jaxablate._checks import check_key, check_optimizer, non_negative_int, positive_int
 from jaxablate._replacements import mean as mean_ablation
-from jaxablate.components import Components, check_components
+from jaxablate.components import Components, check_components, check_model
 from jaxablate.metrics import Metric, as_metric, loss, per_example
 from jaxablate.models.config import ModelConfig
 from jaxablate.models.inputs import Ablation, check_tokens
@@ -238,17 +238,19 @@ def optimal_ablation(
         ValueError: ``steps < 1``, a bad key, optimizer, ``random_subsets`` or ``removal_prob``,
             components / tokens that do not fit the model, or a metric that is not finite.
     """
+    check_model(model)
     steps = positive_int("steps", steps)
     key = check_key(key)
     optimizer = check_optimizer(optimizer, DEFAULT_OPTIMIZER)
     subsets = _check_sampling(random_subsets, removal_prob, single_removals)
     check_components(model.config, comps, where="ablation.optimal")
     tokens = check_tokens(model.config, tokens)
+    metric_obj = as_metric(loss if metric is None else metric)
     graphdef, state = nnx.split(model)
     best, best_loss, _ = _train(
         state,
         tokens,
-        as_metric(loss if metric is None else metric),
+        metric_obj,
         _mean_constants(model, tokens),
         jax.random.split(key, steps),
         jnp.float32(removal_prob),

@@ -26,6 +26,7 @@ Memory grows linearly in K; see :func:`memory_estimate`.
 
 import fnmatch
 import functools
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +42,7 @@ from jaxtyping import Array, Bool, Float, Int
 from jaxablate import _chunking
 from jaxablate import _recovery_ckpt as ckpt
 from jaxablate._checks import (
+    check_bool,
     check_key,
     check_optimizer,
     local_mesh,
@@ -50,9 +52,9 @@ from jaxablate._checks import (
 )
 from jaxablate._evaluate import evaluate
 from jaxablate._files import progress_bar
-from jaxablate.components import Components, check_components, check_rows
+from jaxablate.components import Components, check_components, check_model, check_rows
 from jaxablate.metrics import Metric, as_metric, loss, per_example
-from jaxablate.models.inputs import Ablation, Masks, check_tokens, zero
+from jaxablate.models.inputs import Ablation, Masks, check_ablation, check_tokens
 from jaxablate.models.transformer import Transformer
 
 DEFAULT_OPTIMIZER = optax.adamw(1e-3)  # one object, so that default calls share compilations
@@ -431,6 +433,26 @@ def _shared_replacement(ablation: Ablation, cfg: Any, batch: int, seq: int, what
     return fitted
 
 
+def _named_tokens(cfg: Any, tokens: Any, name: str) -> jax.Array:
+    """:func:`check_tokens` with the argument named in its message."""
+    try:
+        return check_tokens(cfg, tokens)
+    except ValueError as err:
+        raise ValueError(f"{name}: {err}") from None
+
+
+def _check_checkpoint_dir(directory: Any) -> None:
+    """``None`` or a path that is not an existing file, else ``ValueError``."""
+    if directory is None:
+        return
+    if not isinstance(directory, str | os.PathLike):
+        raise ValueError(
+            f"checkpoint_dir must be a directory path or None, got {type(directory).__name__}"
+        )
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise ValueError(f"checkpoint_dir {os.fspath(directory)} is a file, not a directory")
+
+
 def _validate(
     model: Transformer,
     comps: Components,
@@ -440,8 +462,11 @@ def _validate(
     opts: dict[str, Any],
 ) -> _Inputs:
     """Check every argument of :func:`recover` (``opts``: its keyword arguments)."""
-    cfg = model.config
+    cfg = check_model(model).config
     check_components(cfg, comps, where="recover")
+    for flag in ("progress", "return_params"):
+        check_bool(flag, opts[flag])
+    _check_checkpoint_dir(opts["checkpoint_dir"])
     rows_arr = check_rows(rows, len(comps), binary=True)
     rows_2d(rows_arr, len(comps))
     checkpoint_every = opts["checkpoint_every"]
@@ -453,9 +478,9 @@ def _validate(
     if checkpoint_every is None and opts["checkpoint_dir"] is not None:
         checkpoint_every = eval_every
     batch_size = positive_int("batch_size", opts["batch_size"])
-    train_tok = check_tokens(cfg, train_tokens)
-    eval_tok = check_tokens(cfg, eval_tokens)
-    abl = zero() if opts["ablation"] is None else opts["ablation"]
+    train_tok = _named_tokens(cfg, train_tokens, "train_tokens")
+    eval_tok = _named_tokens(cfg, eval_tokens, "eval_tokens")
+    abl = check_ablation(opts["ablation"])
     return _Inputs(
         rows=np.asarray(rows_arr).astype(bool),
         train_tok=train_tok,
@@ -784,7 +809,7 @@ def recover(
     opts = dict(
         steps=steps, eval_every=eval_every, batch_size=batch_size, key=key, metric=metric,
         ablation=ablation, optimizer=optimizer, checkpoint_dir=checkpoint_dir,
-        checkpoint_every=checkpoint_every,
+        checkpoint_every=checkpoint_every, progress=progress, return_params=return_params,
     )  # fmt: skip
     inp = _validate(model, comps, rows, train_tokens, eval_tokens, opts)
     tr = _split_trainable(model, trainable)

@@ -12,13 +12,23 @@ import jax
 import numpy as np
 from jaxtyping import ArrayLike, Bool, Int
 
-from jaxablate._checks import MAX_ROWS_PLAYERS, positive_int
+from jaxablate._checks import MAX_ROWS_PLAYERS, check_key, finite_number, positive_int
+from jaxablate.components import check_rows
 
 #: Largest ``n`` for which :func:`all` materialises ``2^n`` rows (an alias of
 #: :data:`jaxablate._checks.MAX_ROWS_PLAYERS`).
 MAX_ALL = MAX_ROWS_PLAYERS
 
 _N = "n (number of components)"
+#: Most components a bitmask holds (an int64 code; the sign bit stays clear).
+MAX_CODE_BITS = 62
+
+
+def _check_n_bits(n: object) -> int:
+    n = positive_int(_N, n)
+    if n > MAX_CODE_BITS:
+        raise ValueError(f"{_N} must be at most {MAX_CODE_BITS} (bitmasks are int64), got {n}")
+    return n
 
 
 def bits(
@@ -31,14 +41,40 @@ def bits(
             a slice of :func:`all` without materialising the rest.
         n: Number of components (columns).
     """
-    codes = np.asarray(codes, dtype=np.int64)
-    return ((codes[:, None] >> np.arange(n, dtype=np.int64)) & 1).astype(bool)
+    n = _check_n_bits(n)
+    if isinstance(codes, range):
+        arr = np.arange(codes.start, codes.stop, codes.step, dtype=np.int64)
+    else:
+        arr = np.asarray(codes)
+        if arr.size == 0:  # [] is float64 to numpy: no codes, no rows
+            arr = arr.astype(np.int64)
+        if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"codes must be ints (bitmasks), got dtype {arr.dtype}")
+        if arr.ndim != 1:
+            raise ValueError(f"codes must be 1-D [n_masks], got shape {arr.shape}")
+        arr = arr.astype(np.int64)
+    if arr.size and (arr.min() < 0 or arr.max() >= 2**n):
+        bad = int(arr.min()) if arr.min() < 0 else int(arr.max())
+        raise ValueError(f"codes must lie in [0, 2^{n}) = [0, {2**n}), got {bad}")
+    return ((arr[:, None] >> np.arange(n, dtype=np.int64)) & 1).astype(bool)
 
 
 def codes(rows: Bool[np.ndarray, "n_masks n_players"]) -> np.ndarray:
-    """Bitmask of each row (inverse of :func:`bits`)."""
-    rows = np.asarray(rows, dtype=bool)
-    return (rows.astype(np.int64) << np.arange(rows.shape[-1], dtype=np.int64)).sum(-1)
+    """Bitmask of each row (inverse of :func:`bits`).
+
+    Raises:
+        ValueError: ``rows`` not 2-D, not bool or 0/1, or more than 62 columns wide.
+    """
+    arr = np.asarray(rows)
+    if arr.ndim != 2:
+        raise ValueError(f"rows must be 2-D [n_masks, n], got shape {arr.shape}")
+    checked = np.asarray(check_rows(arr, arr.shape[1], binary=True))
+    if arr.shape[1] > MAX_CODE_BITS:
+        raise ValueError(
+            f"rows must have at most {MAX_CODE_BITS} columns (bitmasks are int64), got "
+            f"{arr.shape[1]}"
+        )
+    return (checked.astype(np.int64) << np.arange(arr.shape[1], dtype=np.int64)).sum(-1)
 
 
 def all(n: int) -> Bool[np.ndarray, "n_masks n_players"]:
@@ -100,8 +136,8 @@ def sample(key: jax.Array, n: int, m: int, p: float = 0.5) -> Bool[np.ndarray, "
         m: Number of rows.
         p: Keep probability (0.5 draws uniformly over all subsets).
     """
+    key = check_key(key)
     n = positive_int(_N, n)
     m = positive_int("m (number of rows)", m)
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"p must lie in [0, 1], got {p!r}")
+    p = finite_number("p", p, low=0.0, high=1.0, what="a number in [0, 1]")
     return np.asarray(jax.random.bernoulli(key, p, (m, n)))

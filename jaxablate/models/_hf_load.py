@@ -58,9 +58,42 @@ def _header(path: Path) -> tuple[dict[str, Any], int]:
         (size,) = struct.unpack("<Q", raw)
         if size > 100_000_000:
             raise ValueError(f"{path} is not a safetensors file (header of {size} bytes)")
-        header = json.loads(f.read(size))
+        try:
+            header = json.loads(f.read(size))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"{path} is not a safetensors file (bad header: {err})") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path} is not a safetensors file (its header is not a JSON object)")
     header.pop("__metadata__", None)
     return header, 8 + size
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``, else ``ValueError`` naming the file and what is wrong."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not UTF-8 text, so not valid JSON ({err})") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); the file is damaged") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
+def check_finite(where: str, name: str, value: np.ndarray) -> np.ndarray:
+    """``value`` if it holds no NaN or inf, else ``ValueError`` naming ``where`` and ``name``."""
+    if value.dtype.kind not in "fcV":
+        return value
+    flat = value.reshape(-1)
+    step = 1 << 22  # bounded scratch memory: a few MiB of flags at a time
+    bad = sum(int((~np.isfinite(flat[i : i + step])).sum()) for i in range(0, flat.size, step))
+    if bad:
+        raise ValueError(
+            f"{where}: tensor {name} holds {bad} NaN/inf values (of {value.size}); the "
+            "checkpoint is damaged"
+        )
+    return value
 
 
 class SafetensorsDirectory(Mapping[str, np.ndarray]):
@@ -96,7 +129,14 @@ class SafetensorsDirectory(Mapping[str, np.ndarray]):
             f.seek(start + begin)
             if f.readinto(buffer.data) != end - begin:
                 raise ValueError(f"tensor {name} in {path} is truncated")
-        return buffer.view(_DTYPES[kind]).reshape(info["shape"])
+        try:
+            value = buffer.view(_DTYPES[kind]).reshape(info["shape"])
+        except ValueError:
+            raise ValueError(
+                f"{path}: tensor {name} holds {end - begin} bytes, which is not the {kind} "
+                f"shape {info['shape']} its header gives"
+            ) from None
+        return check_finite(str(path), name, value)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._where)
@@ -119,8 +159,10 @@ class TorchStateDict(Mapping[str, np.ndarray]):
 
         t = self._state[name].detach().cpu()
         if t.dtype == torch.bfloat16:
-            return t.contiguous().view(torch.int16).numpy().view(ml_dtypes.bfloat16)
-        return t.numpy()
+            value = t.contiguous().view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+        else:
+            value = t.numpy()
+        return check_finite("the transformers model", name, value)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._state)
@@ -141,10 +183,13 @@ def read_directory(path: str | os.PathLike) -> tuple[SafetensorsDirectory, dict[
     config_file = root / "config.json"
     if not config_file.is_file():
         raise ValueError(f"{root} has no config.json")
-    hf_config = json.loads(config_file.read_text())
+    hf_config = read_json_object(config_file)
     index = root / "model.safetensors.index.json"
     if index.is_file():
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        weight_map = read_json_object(index).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise ValueError(f"{index} has no 'weight_map' object (tensor name -> file)")
+        files = sorted(set(map(str, weight_map.values())))
     elif (root / "model.safetensors").is_file():
         files = ["model.safetensors"]
     else:

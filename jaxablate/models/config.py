@@ -46,6 +46,14 @@ def _positive_float(name: str, value: object, *, optional: bool = False) -> None
         raise ValueError(f"ModelConfig.{name} must be a finite number > 0{extra}, got {value!r}")
 
 
+def _check_names(fields: dict[str, Any]) -> None:
+    """Raise ``ValueError`` naming the keys of ``fields`` that are no :class:`ModelConfig` field."""
+    names = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(str(k) for k in set(fields) - names)
+    if unknown:
+        raise ValueError(f"unknown ModelConfig fields {unknown}; known fields are {sorted(names)}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
     """Shape and behaviour of a decoder-only transformer (GPT-2 by default).
@@ -259,6 +267,7 @@ class ModelConfig:
 
     def replace(self, **changes: Any) -> "ModelConfig":
         """A copy with some fields changed (validated again)."""
+        _check_names(changes)
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -267,13 +276,20 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
-        """Inverse of :meth:`to_dict` (also after JSON); unknown keys are an error."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
+        """Inverse of :meth:`to_dict` (also after JSON); unknown or missing keys are an error."""
+        if not isinstance(data, dict):
             raise ValueError(
-                f"unknown ModelConfig fields {unknown}; known fields are {sorted(names)}"
+                f"ModelConfig.from_dict needs a dict of fields, got {type(data).__name__}"
             )
+        _check_names(data)
+        required = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
+        missing = [name for name in required if name not in data]
+        if missing:
+            raise ValueError(f"ModelConfig is missing required fields {missing}")
         data = dict(data)
         if isinstance(data.get("sliding_layers"), list):
             data["sliding_layers"] = tuple(data["sliding_layers"])

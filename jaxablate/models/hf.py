@@ -187,8 +187,15 @@ def _gather(
     """One destination in ``target`` dtype, filled from its sources one tensor at a time."""
     layered = "{i}" in rule.source
     out = np.empty(shape, target)
+    # checkpoint matrices (Linear, Conv1D, embeddings) are 2-D, biases and norm weights 1-D
+    ndim = 2 if rule.dest.split(".")[-1].startswith("W_") else 1
     for i, source in enumerate(sources):
         raw = tensors[names[source]]
+        if raw.ndim != ndim:
+            raise ValueError(
+                f"tensor {source} has shape {tuple(raw.shape)}, expected {ndim}-D "
+                f"({'a matrix' if ndim == 2 else 'a vector'}) for {rule.dest}"
+            )
         try:
             part = rule.transform(raw, cfg)
         except ValueError as error:  # a reshape that cannot fit: the tensor's shape is wrong
@@ -282,7 +289,12 @@ def from_hf(source: Any, *, dtype: str = "float32", revision: str | None = None)
             "from_hf needs a transformers model, a local directory path or a Hub repo id, "
             f"got {type(source).__name__}"
         )
-    model = convert(tensors, hf_config, dtype=dtype, library_defaults=library_defaults)
+    try:
+        model = convert(tensors, hf_config, dtype=dtype, library_defaults=library_defaults)
+    except ValueError as err:
+        if root is None or str(root) in str(err):
+            raise
+        raise ValueError(f"{root}: {err}") from None
     # a static attribute (in the graphdef, not the state): where tokenizer_of looks
     model.hf_dir = None if root is None else str(root)  # pyright: ignore[reportAttributeAccessIssue]
     return model

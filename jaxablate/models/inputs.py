@@ -192,6 +192,19 @@ def zero() -> Ablation:
     return Ablation(kind="zero")
 
 
+def check_ablation(ablation: object) -> Ablation:
+    """``ablation`` if it is an :class:`Ablation` (``None``: zero ablation), else ``ValueError``."""
+    if ablation is None:
+        return zero()
+    if not isinstance(ablation, Ablation):
+        shown = repr(ablation) if isinstance(ablation, str) else type(ablation).__name__
+        raise ValueError(
+            "ablation must be a ja.Ablation (ja.ablation.zero(), mean(model, tokens), "
+            f"resample(model, tokens), optimal(...)) or None, got {shown}"
+        )
+    return ablation
+
+
 def check_tokens(cfg: ModelConfig, tokens: object) -> jax.Array:
     """Validate a token batch against ``cfg`` and return it as an int32 array.
 
@@ -201,6 +214,10 @@ def check_tokens(cfg: ModelConfig, tokens: object) -> jax.Array:
         ValueError: wrong rank or dtype, an empty batch, too long sequences or ids outside the
             vocabulary.
     """
+    if tokens is None or isinstance(tokens, str | bytes | dict):
+        raise ValueError(
+            f"tokens must be an int array [batch, seq] (or ja.Prompts), got {type(tokens).__name__}"
+        )
     tokens = tokens if is_tracer(tokens) else np.asarray(tokens)
     assert isinstance(tokens, jax.Array | np.ndarray)
     if tokens.ndim != 2:

@@ -37,7 +37,13 @@ from jaxablate._prompts import Prompts
 from jaxablate.models.cache import Cache
 from jaxablate.models.cache import run_with_cache as _run_with_cache
 from jaxablate.models.config import ModelConfig
-from jaxablate.models.inputs import Ablation, Masks, check_tokens, take_positions, zero
+from jaxablate.models.inputs import (
+    Ablation,
+    Masks,
+    check_ablation,
+    check_tokens,
+    take_positions,
+)
 
 _ACTIVATIONS = {
     "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
@@ -273,6 +279,8 @@ class Transformer(nnx.Module):
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         if not isinstance(cfg, ModelConfig):
             raise ValueError(f"Transformer needs a ModelConfig, got {type(cfg).__name__}")
+        if not isinstance(rngs, nnx.Rngs):
+            raise ValueError(f"rngs must be a flax.nnx.Rngs (e.g. nnx.Rngs(0)), got {rngs!r}")
         _compile_cache.enable()
         self.config = cfg
         w = _init_weights(cfg, rngs)  # one compiled program per config (see _init_weights)
@@ -551,11 +559,13 @@ class Transformer(nnx.Module):
         cfg = self.config
         if masks is None:
             masks = Masks.ones(cfg)
+        elif not isinstance(masks, Masks):
+            raise ValueError(
+                f"masks must be ja.Masks (comps.masks(row)) or None, got {type(masks).__name__}"
+            )
         else:
             masks.check(cfg, lead=(), tokens_shape=(int(shape[0]), int(shape[1])))
-        if ablation is None:
-            ablation = zero()
-        return masks, ablation.fit(cfg, batch=shape[0], seq=shape[1])
+        return masks, check_ablation(ablation).fit(cfg, batch=shape[0], seq=shape[1])
 
     def activations(self, tokens: Int[Array, "batch seq"]) -> Activations:
         """Clean (unmasked) activations of every component, for mean/resample ablation."""
