@@ -84,9 +84,9 @@ def batch_of(cfg: ModelConfig, tokens: object, metric: Metric) -> Batch:
     if prompts is not None and prompts.ragged and queries is None and not metric.pads:
         raise ValueError(
             f"metric {metric.name!r} reads every position, and these prompts are padded "
-            f"(lengths {int(lengths.min())}..{seq}); use a metric that reads given positions "
-            "(e.g. ja.metrics.logit_diff(..., position='last')) or skips pads (Metric.pads), "
-            "or prompts of equal length"
+            f"(lengths {int(prompts.lengths.min())}..{seq}); use a metric that reads given "
+            "positions (e.g. ja.metrics.logit_diff(..., position='last')) or skips pads "
+            "(Metric.pads), or prompts of equal length"
         )
     metric.validate(cfg, batch, lengths)
     metric_ids = ids if prompts is None else jnp.asarray(prompts.metric_tokens())

@@ -47,6 +47,12 @@ def cache_dir() -> Path | None:
     return Path(base) / "jaxablate" / "xla"
 
 
+def _flag(name: str) -> object:
+    """A jax config flag's value (flags with a context manager are attributes; ``read`` refuses
+    them)."""
+    return getattr(jax.config, name)
+
+
 def enable() -> str | None:
     """Switch on JAX's persistent compilation cache in the user's cache directory, once.
 
@@ -61,7 +67,7 @@ def enable() -> str | None:
     Returns:
         The cache directory in use (``None``: no persistent cache).
     """
-    current = jax.config.jax_compilation_cache_dir
+    current = _flag("jax_compilation_cache_dir")
     if current:
         return str(current)
     directory = cache_dir()
@@ -72,9 +78,9 @@ def enable() -> str | None:
     except OSError:
         return None  # an unwritable cache directory: compile as before, without warnings
     jax.config.update("jax_compilation_cache_dir", str(directory))
-    if jax.config.jax_persistent_cache_min_compile_time_secs == 1.0:  # JAX's default
+    if _flag("jax_persistent_cache_min_compile_time_secs") == 1.0:  # JAX's default
         jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
-    unbounded = jax.config.jax_compilation_cache_max_size == -1  # JAX's default
+    unbounded = _flag("jax_compilation_cache_max_size") == -1  # JAX's default
     if unbounded and importlib.util.find_spec("filelock") is not None:  # eviction needs it
         jax.config.update("jax_compilation_cache_max_size", MAX_CACHE_BYTES)
     return str(directory)
