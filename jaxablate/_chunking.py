@@ -56,6 +56,10 @@ class Runner(Protocol):
     def run_chunk(self, prep: Any, index: int) -> jax.Array: ...
 
 
+#: The positions a metric reads, as the evaluator holds them (``None``: every position; ``[k]``
+#: shared by all examples, or ``[batch, k]``; nested tuples or an array).
+Queries = tuple[int, ...] | tuple[tuple[int, ...], ...] | np.ndarray | None
+
 #: Plans found by the timed probe, by what they depend on (model graph, components, token shape,
 #: prefix sharing, metric positions, device groups), so later calls in a process skip the probe.
 _probed: dict[tuple[object, ...], Plan] = {}
@@ -72,32 +76,80 @@ def forget_probed_plans() -> int:
     return count
 
 
-def inner_width(cfg: ModelConfig, token_shape: tuple[int, ...], group: int) -> int:
+def inner_width(
+    cfg: ModelConfig,
+    token_shape: tuple[int, ...],
+    group: int,
+    *,
+    queries: Queries = None,
+    columns: int | None = None,
+) -> int:
     """Rows vmapped together inside a compiled chunk (the rest is a ``lax.map`` loop).
 
     Accelerators take the whole group at once; a CPU takes as many rows as fit
     :data:`CPU_CACHE_BYTES` (a power of two, at least one), since larger batches of activations
-    fall out of cache and run slower per row.
+    fall out of cache and run slower per row. A row's working set is that of its last stage
+    (:func:`row_bytes`, ``last_stage=True``): the one every row runs, and the only one when
+    the masked components lie in one layer.
     """
     if jax.default_backend() != "cpu":
         return group
-    fit = max(1, CPU_CACHE_BYTES // bytes_per_row(cfg, *token_shape))
+    per_row = row_bytes(cfg, *token_shape, queries=queries, columns=columns, last_stage=True)
+    fit = max(1, CPU_CACHE_BYTES // per_row)
     return int(min(group, 1 << (fit.bit_length() - 1)))
 
 
-def bytes_per_row(cfg: ModelConfig, batch: int, seq: int) -> int:
+def bytes_per_row(
+    cfg: ModelConfig,
+    batch: int,
+    seq: int,
+    *,
+    queries: Queries = None,
+    columns: int | None = None,
+) -> int:
     """Estimated peak bytes of activations per mask row in one compiled chunk.
 
     Counts float32 copies of the residual stream and block outputs (~8 x d_model), the MLP
-    hidden layer (2 x d_mlp, 3 x for gated MLPs), attention scores and pattern (2 x heads x seq),
-    keys and values repeated to the query heads under grouped-query attention (2 x heads x
-    d_head), and the logits with their log-softmax (3 x vocab), per token.
+    hidden layer (2 x d_mlp, 3 x for gated MLPs), attention scores and pattern (2 x heads x
+    positions), keys and values repeated to the query heads under grouped-query attention
+    (2 x heads x d_head), per token the model runs, and the logits with their log-softmax
+    (3 x the vocabulary columns computed) per position read.
+
+    Args:
+        cfg: The model's config.
+        batch: Examples per row.
+        seq: Tokens per example.
+        queries: The positions the metric reads (``[k]`` or ``[batch, k]``, as
+            :meth:`jaxablate.metrics.Metric.queries`; ``None``: every position). The model then
+            runs on the positions up to the last one read, and logits exist at ``k`` positions.
+        columns: The vocabulary columns the metric reads (``None``: the whole vocabulary).
     """
+    return row_bytes(cfg, batch, seq, queries=queries, columns=columns, last_stage=False)
+
+
+def row_bytes(
+    cfg: ModelConfig,
+    batch: int,
+    seq: int,
+    *,
+    queries: Queries,
+    columns: int | None,
+    last_stage: bool,
+) -> int:
+    """:func:`bytes_per_row`'s estimate; with ``last_stage``, that of a row's last stage alone.
+
+    Under a metric that reads a few positions the last layer runs at those alone, so a row whose
+    masked components all lie in the last layer keeps activations of ``k`` positions only (the
+    residual stream entering it is shared by all rows).
+    """
+    length = seq if queries is None else int(np.max(queries)) + 1
+    reads = length if queries is None else int(np.shape(queries)[-1])
+    width = cfg.vocab_size if columns is None else int(columns)
     mlp = (3 if cfg.gated_mlp else 2) * cfg.d_mlp
     repeated_kv = 0 if cfg.kv_heads == cfg.n_heads else 2 * cfg.n_heads * cfg.d_head
-    attn = 2 * cfg.n_heads * seq + repeated_kv
-    per_token = 8 * cfg.d_model + mlp + attn + 3 * cfg.vocab_size
-    return 4 * batch * seq * per_token
+    per_token = 8 * cfg.d_model + mlp + 2 * cfg.n_heads * length + repeated_kv
+    tokens = reads if last_stage else length
+    return 4 * batch * (tokens * per_token + reads * 3 * width)
 
 
 def default_budget() -> int:
@@ -186,7 +238,8 @@ def choose(
     groups = runner.groups
     n_rows = rows.shape[0]
     budget = check_budget(budget)
-    per_row = bytes_per_row(cfg, *token_shape)
+    queries, columns = getattr(runner, "reads", (None, None))  # what the metric reads
+    per_row = bytes_per_row(cfg, *token_shape, queries=queries, columns=columns)
     cap = int(budget) // per_row
     if cap < groups:
         raise ValueError(

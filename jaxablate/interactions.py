@@ -6,15 +6,18 @@ kept, where component ``i`` is in ``r`` iff ``(r >> i) & 1`` (the bit order of
 ``docs/conventions.md``). Leading axes are batch axes. Per-coalition results (``mobius``,
 ``shapley_interaction``, ``k_sii``, ...) come back in the same bit order, ``[..., 2^n]``.
 
-All transforms are butterflies over the ``[2] * n`` view of the last axis: ``O(n 2^n)`` for
-:func:`mobius`, :func:`zeta`, :func:`shapley`, :func:`banzhaf`, :func:`banzhaf_interaction` and
+The transforms are butterflies over the ``[2] * n`` view of the last axis (Shapley and Banzhaf
+values: matmuls over a ``[2^(n - n//2), 2^(n//2)]`` view): ``O(n 2^n)`` for :func:`mobius`,
+:func:`zeta`, :func:`shapley`, :func:`banzhaf`, :func:`banzhaf_interaction` and
 :func:`spectrum`; ``O(n^2 2^n)`` for the Shapley-type indices of all coalitions. They work under
 ``jax.jit`` and ``jax.vmap``.
 
 Precision: results are float32 by default and float64 when ``jax_enable_x64`` is on; float64
 results agree with brute-force definitions to ~1e-12 relative to ``max|v|`` for ``n <= 20``.
-Shapley, Banzhaf, SII, BII, k-SII and STII are computed from ``v`` by stable passes (differences
-and convex combinations), so their float32 error is a few ``eps * max|v| * n``. :func:`mobius`,
+SII, BII, k-SII and STII are computed from ``v`` by stable passes (differences and convex
+combinations), Shapley and Banzhaf values by sums of ``v`` minus its mean over each coalition
+size (two matmuls, and the input and one copy of the table in memory), so their float32 error
+is a few ``eps * max|v| * n``. :func:`mobius`,
 :func:`zeta` and :func:`faith_shapley` go through Möbius coefficients, whose float32 rounding
 error can grow like ``eps * max|v| * 2^(n/2)`` on rough games; use x64 for those at large ``n``.
 
