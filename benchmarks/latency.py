@@ -12,11 +12,12 @@ The steady call is the median of calls 2-4 in the same process; every other figu
 as a ratio to it: build, first-call overhead (first call minus steady) and the second call, and
 the seconds JAX's compile events count (tracing, lowering, XLA compilation or loading from the
 persistent cache) in the build and in the first call, a direct measure of the overheads that
-does not subtract two noisy timings. Each
-mode runs twice against one temporary compilation-cache directory (``JAXABLATE_COMPILE_CACHE``
-pointed at it): ``cold`` (empty cache: what a first run after installing pays) and ``warm``
-(the second process finds the first one's programs). With ``--no-cache`` the cache is switched
-off (``JAXABLATE_COMPILE_CACHE=0``) instead, and cold and warm are two identical runs.
+does not subtract two noisy timings. Each mode runs twice against one temporary
+compilation-cache directory (``JAXABLATE_COMPILE_CACHE`` pointed at it): ``cold`` (empty cache:
+what a first run after installing pays) and ``warm`` (the second process finds the first one's
+programs). With ``--no-cache`` the cache is switched off (``JAXABLATE_COMPILE_CACHE=0``)
+instead, and cold and warm are two identical runs. A tree without the cache (an older checkout)
+ignores the variable: its cold and warm runs are the same setting.
 
 Usage: python benchmarks/latency.py [--out benchmarks/results/latency.json] [--no-cache]
   [--modes default,auto] [--repeats 1] [--tree LABEL=DIR ...]
