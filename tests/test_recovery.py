@@ -67,7 +67,7 @@ def periodic_tokens(key: jax.Array, n: int) -> np.ndarray:
 
 @functools.partial(jax.jit, static_argnums=0)
 def _pretrain(graphdef, key, tokens):
-    """Initialise and train the model in one compiled program (300 Adam steps)."""
+    """Initialise and train the model in one compiled program (600 Adam steps)."""
     k_init, k_fit = jax.random.split(key)
     state = nnx.split(ja.Transformer(CFG, rngs=nnx.Rngs(k_init)))[1]
     tx = optax.adam(1e-2)
@@ -83,13 +83,19 @@ def _pretrain(graphdef, key, tokens):
         updates, opt = tx.update(jax.grad(f)(state), opt, state)
         return (optax.apply_updates(state, updates), opt), None
 
-    (state, _), _ = jax.lax.scan(step, (state, tx.init(state)), jnp.arange(300))
+    (state, _), _ = jax.lax.scan(step, (state, tx.init(state)), jnp.arange(600))
     return state
 
 
 @pytest.fixture(scope="module")
 def setup():
-    """A tiny model trained for 300 steps on the periodic task, and its data."""
+    """A tiny model trained for 600 steps on the periodic task, and its data.
+
+    600, not 300: after 300 steps one init in six (this one, once the loss's rounding changed)
+    stopped at loss 0.62 instead of ~0.39, and recovery then trained the unablated row down.
+    After 600 steps the loss on the eval set was 0.377-0.402 for six 1e-7-perturbed inits
+    (the floor is 2 ln 8 / 11 = 0.378: the first two targets of a motif are unpredictable).
+    """
     k_model, k_train, k_eval = jax.random.split(jax.random.key(0), 3)
     train = periodic_tokens(k_train, 256)
     graphdef = nnx.graphdef(nnx.eval_shape(lambda: ja.Transformer(CFG, rngs=nnx.Rngs(0))))
@@ -219,7 +225,7 @@ def recovered(setup):
 def test_zero_ablation_damage_partly_recovers(setup, recovered):
     """Qualitative bounds on 200 Adam steps: wide enough for any CPU.
 
-    The 300-step pretraining is itself chaotic (a 1e-7 change of the initial weights moves the
+    The pretraining is itself chaotic (a 1e-7 change of the initial weights moves the
     pretrained weights by up to 1.0), so another CPU trains a different model. Over 6 such
     stand-ins: damage at step 0 was >= 3.3 (row 1) and >= 1.14 (row 2), the loss fell by >= 1.1,
     the recovered fraction at step 200 lay in [0.56, 0.68] and [0.97, 1.007], and the unablated
