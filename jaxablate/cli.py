@@ -57,6 +57,14 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "run_show",
         "summarise a finished sweep directory (Shapley values, pairs, spectrum)",
     ),
+    "estimate": Subcommand(
+        "jaxablate.estimate_cli",
+        "add_estimate_arguments",
+        "run_estimate",
+        "estimate Shapley/Banzhaf values or pair interactions under a budget of evaluations",
+        rerun="rerun the same command (same --seed and --out) to resume from the evaluations "
+        "on disk",
+    ),
 }
 """The subcommands by name; adding one is one entry here."""
 

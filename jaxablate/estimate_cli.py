@@ -3,7 +3,8 @@
 ::
 
     jaxablate estimate --model induction-2l --tokens tokens.npy --components heads \\
-        --index shapley --budget 2000 --seed 0 --out runs/estimate --json shapley.json
+        --index shapley --budget 2000 --seed 0 --out runs/estimate --json shapley.json \\
+        --report shapley.html
 
 Also the report section of an estimate (:func:`report_section`), for ``report.py``'s users.
 """
@@ -67,6 +68,7 @@ def add_estimate_arguments(parser: argparse.ArgumentParser) -> None:
     a("--out", help="directory every evaluation is written through (rerun to resume)")
     a("--json", help="write the estimate (values, stderr, names, settings) to this JSON file")
     a("--top", type=int, default=10, help="rows of the printed table (default 10)")
+    a("--report", help="write an HTML report of the estimate to this file")
 
 
 def _run(game: Game, index: str, method: str | None, budget: int, seed: int) -> Estimate:
@@ -117,11 +119,14 @@ def run_estimate(args: argparse.Namespace) -> int:
         wall = time.perf_counter() - start
         if args.json:
             _save(args.json, est, comps.names, args, wall)
+        if args.report:
+            _write_report(args.report, est, comps.names, args)
     except ValueError as err:
         return _error("estimate", err)
     print(
         f"{_LABELS[args.index]} of {len(comps)} components, {est.evaluations} of "
-        f"{args.budget} evaluations ({game.evaluations} run, {game.calls} calls), "
+        f"{args.budget} evaluations ({game.evaluations - game.resumed} run, {game.resumed} "
+        f"read back from --out, {game.calls} calls), "
         f"{wall:.1f} s; estimate ± stderr (95% interval: ± 2 stderr)"
     )
     print(estimate.format_table(est, comps.names, top=max(1, args.top)))
@@ -153,6 +158,16 @@ def report_section(
         report.paragraph(note, note=True),
         report.table(head, rows, caption=f"Top {len(rows)} {kind} by |estimate|"),
     )
+
+
+def _write_report(path: str, est: Estimate, names: list[str], args: argparse.Namespace) -> None:
+    label = _LABELS[args.index]
+    section = report_section(est, names, title=label[0].upper() + label[1:])
+    subtitle = (
+        f"model {args.model}, components {args.components}, ablation {args.ablation}, "
+        f"budget {args.budget}, seed {args.seed}"
+    )
+    report.write(path, report.page("jaxablate estimate", [section], subtitle=subtitle))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -29,6 +29,7 @@ from jaxablate._checks import MAX_ROWS_PLAYERS, positive_int
 from jaxablate._evaluate import evaluate
 from jaxablate._prompts import Prompts
 from jaxablate._sweep import sweep
+from jaxablate._sweep_store import MANIFEST, chunk_ranges, read_manifest, sweep_status
 from jaxablate.components import Components, check_components
 from jaxablate.metrics import as_metric, loss
 from jaxablate.models.inputs import Ablation
@@ -62,6 +63,17 @@ def _pad_to_chunk(rows: np.ndarray, chunk: int, groups: int) -> np.ndarray:
     return np.concatenate([rows, np.repeat(rows[-1:], target - m, axis=0)])
 
 
+def _rows_on_disk(call_dir: Path, real_rows: int) -> int:
+    """How many of the first ``real_rows`` rows of a game call's sweep are already finished
+    on disk (0 for a new call; the sweep itself checks the manifest and every chunk)."""
+    if not (call_dir / MANIFEST).exists():
+        return 0
+    manifest, status = read_manifest(call_dir), sweep_status(call_dir)
+    bad = set(status.missing) | set(status.corrupt)
+    ranges = chunk_ranges(manifest["n_rows"], manifest["chunk_size"])
+    return sum(max(0, min(b, real_rows) - a) for c, (a, b) in enumerate(ranges) if c not in bad)
+
+
 def _default_chunk(model: Transformer, shape: tuple[int, int]) -> int:
     """Rows per compiled call: at most :data:`GAME_CHUNK`, within evaluate's memory budget."""
     groups = len(jax.local_devices())
@@ -78,7 +90,8 @@ class Game:
     :func:`jaxablate.evaluate` (padded to a multiple of the compiled chunk, or to a power of two
     below it, so rounds of different sizes reuse a few compiled programs; padding is not
     counted). Counters: :attr:`evaluations` distinct rows evaluated, :attr:`hits` rows served
-    from the cache, :attr:`calls` calls that evaluated anything.
+    from the cache, :attr:`calls` calls that evaluated anything, :attr:`resumed` rows of those
+    evaluations read back from ``out`` instead of run.
 
     With ``out``, call ``k`` of the game that evaluates anything is a resumable
     :func:`jaxablate.sweep` over explicit rows in ``out/call_{k:06d}``: rerunning the same
@@ -110,6 +123,8 @@ class Game:
         evaluations: Distinct rows evaluated so far (model forward passes per example).
         hits: Rows answered from the cache (or repeated within a call).
         calls: Calls that evaluated at least one row.
+        resumed: Rows of :attr:`evaluations` read back from finished chunks under ``out`` (a
+            rerun after a kill) rather than run on the model.
         chunk: Rows per compiled call (``None`` for a game from :meth:`from_value_fn`).
     """
 
@@ -148,9 +163,11 @@ class Game:
                 *args, metric=self._metric, ablation=self._ablation, chunk_size=self._chunk
             )
         else:
+            call_dir = self._out / f"call_{self.calls:06d}"
+            self.resumed += _rows_on_disk(call_dir, rows.shape[0])
             values = sweep(
                 *args,
-                self._out / f"call_{self.calls:06d}",
+                call_dir,
                 metric=self._metric,
                 ablation=self._ablation,
                 chunk_size=self._chunk,
@@ -166,6 +183,7 @@ class Game:
         self.evaluations = 0
         self.hits = 0
         self.calls = 0
+        self.resumed = 0
         self.chunk = None
 
     @classmethod

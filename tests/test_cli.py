@@ -14,7 +14,7 @@ import pytest
 from flax import nnx
 
 import jaxablate as ja
-from jaxablate import cli, demo, export, sweep_cli
+from jaxablate import cli, demo, estimate_cli, export, sweep_cli
 
 CFG = ja.ModelConfig(
     n_layers=2, n_heads=2, d_model=8, d_head=4, d_mlp=16, vocab_size=11, n_ctx=8, init_std=0.4
@@ -35,6 +35,13 @@ def _sweep_argv(files, out, *extra):
     return [
         "sweep", "--model", str(files / "model"), "--tokens", str(files / "tokens.npy"),
         "--components", "L0H0,L1H1", "--out", str(out), "--no-progress", *extra,
+    ]  # fmt: skip
+
+
+def _estimate_argv(files, out, *extra):
+    return [
+        "estimate", "--model", str(files / "model"), "--tokens", str(files / "tokens.npy"),
+        "--components", "L0H0,L1H1,L1.mlp", "--budget", "8", "--out", str(out), *extra,
     ]  # fmt: skip
 
 
@@ -128,6 +135,7 @@ def argv_of(files, tmp_path):
         "demo": (["demo", "--out", str(tmp_path / "d"), "--fast"], demo, "run_demo_study"),
         "sweep": (_sweep_argv(files, tmp_path / "s"), sweep_cli, "sweep"),
         "show": (["show", str(tmp_path / "s")], sweep_cli, "sweep_status"),
+        "estimate": (_estimate_argv(files, tmp_path / "e"), estimate_cli, "_run"),
     }
 
 
@@ -301,3 +309,31 @@ def test_metric_directions():
     for name in ("accuracy", "repeat_accuracy", "logit_diff"):
         assert export.loss_like(name) is False
     assert export.loss_like("my_metric") is None
+
+
+# ------------------------------------------------------------------------------ estimate
+
+
+def test_estimate_command_exact_at_full_budget_resumes_and_reports(files, tmp_path, capsys):
+    """A budget of 2^n makes the kernel estimate exact: it equals ja.interactions.shapley of
+    the full table; the rerun reads every evaluation from --out; JSON and HTML are written."""
+    paths = ["--json", str(tmp_path / "e.json"), "--report", str(tmp_path / "e.html")]
+    argv = _estimate_argv(files, tmp_path / "e", *paths)
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Shapley value of 3 components, ") and "L1.mlp" in out
+    record = json.loads((tmp_path / "e.json").read_text())
+    model = ja.load_model(files / "model")
+    comps = ja.heads(CFG, layers=[0], heads=[0]) + ja.heads(CFG, layers=[1], heads=[1])
+    comps = comps + ja.blocks(CFG, "mlp", layers=[1])
+    assert record["components"] == comps.names == ["L0H0", "L1H1", "L1.mlp"]
+    tokens = np.load(files / "tokens.npy")
+    table = ja.evaluate(model, comps, ja.subsets.all(3), tokens)
+    want = np.asarray(ja.interactions.shapley(np.asarray(table, np.float64)))
+    np.testing.assert_allclose(record["values"], want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(record["stderr"], 0.0, atol=1e-6)
+    html = (tmp_path / "e.html").read_text()
+    assert "<h2>Shapley value</h2>" in html and "L1.mlp" in html
+    assert cli.main(argv) == 0  # resumed: nothing evaluated again
+    assert "(0 run, 8 read back from --out, 1 calls)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "e.json").read_text())["values"] == record["values"]
