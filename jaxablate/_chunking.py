@@ -1,8 +1,9 @@
 """Chunk sizes for :func:`jaxablate.evaluate`: bounded by memory, chosen for speed.
 
 The bound comes from an estimate of the activations one row keeps alive (see
-:func:`bytes_per_row`); within it, ``chunk_size="auto"`` times a few sizes on the real rows and
-keeps the fastest per row (on a CPU, chunks that fit the cache win; on a GPU, large ones do).
+:func:`bytes_per_row`); within it, chunks are as large as fit, balanced over the rows, and on a
+CPU ``chunk_size="auto"`` also times the rows vmapped together inside a chunk (the inner width:
+working sets that fit the cache run faster per row).
 
 A timed choice depends on the load of the machine, and float results depend (in the last bits)
 on the vmap width, so sweeps never time: :func:`device_plan` is a pure function of the shapes,
@@ -22,8 +23,6 @@ from jaxablate.models.config import ModelConfig
 
 #: Upper bound of the default memory budget, in bytes.
 MAX_DEFAULT_BUDGET = 8 * 2**30
-#: Candidate chunk sizes (per device group) for the timed probe.
-PROBE_SIZES = (4, 16, 64, 256, 1024, 4096, 16384)
 
 #: Working set (bytes) a CPU keeps in cache: rows are vmapped in batches of about this size.
 CPU_CACHE_BYTES = 8 * 2**20
@@ -282,45 +281,44 @@ def _probe(
     limit: int,
     key: tuple[object, ...],
 ) -> Plan:
-    """Time a few chunk sizes on the first rows and keep the fastest per row.
+    """The largest chunk that fits, balanced over the rows (a rule: no chunk size is timed),
+    and on a CPU the inner width, timed (see :func:`_probe_inner`). Remembered under ``key``.
 
-    On a CPU, the rows vmapped together inside a chunk (see :func:`inner_width`) are then tuned
-    too: a quarter and four times the cache heuristic are timed against it. The plan is
-    remembered under ``key`` for later calls.
+    Timing chunk sizes compiled one program per candidate (up to 7) and took 4.1x a steady
+    call on the latency benchmark model; the largest chunk was fastest per row wherever it
+    was measured once the inner width is tuned, so only the inner width is timed now
+    (``benchmarks/README.md``, *latency*).
     """
     if key in _probed:
         found = _probed[key]
         return Plan(min(found.chunk, limit), found.inner)
-    best = _probe_chunk(runner, rows, limit)
-    inner = _probe_inner(runner, rows, cfg, token_shape, best)
-    _probed[key] = Plan(best, inner)
+    chunk = balanced(rows.shape[0], limit, runner.groups)
+    _probed[key] = Plan(chunk, _probe_inner(runner, rows, cfg, token_shape, chunk))
     return _probed[key]
-
-
-def _probe_chunk(runner: Runner, rows: np.ndarray, limit: int) -> int:
-    groups = runner.groups
-    candidates = sorted({s * groups for s in PROBE_SIZES if s * groups < limit} | {limit})
-    if len(candidates) == 1:
-        return limit
-    best, best_time = candidates[0], float("inf")
-    for size in candidates:
-        per_row = _time_per_row(runner, rows, Plan(size))
-        if per_row < best_time:
-            best, best_time = size, per_row
-        elif per_row > 1.25 * best_time:
-            break  # larger chunks only get slower from here
-    return best
 
 
 def _probe_inner(
     runner: Runner, rows: np.ndarray, cfg: ModelConfig, token_shape: tuple[int, int], chunk: int
 ) -> int | None:
-    if jax.default_backend() != "cpu":
+    """On a CPU, the cache rule's inner width against four times it, each timed per row on a
+    small chunk of four times the rule's rows per group (two small programs; the evaluation's
+    own chunk compiles once, after).
+
+    Returns ``None`` (the rule) on accelerators, when one row's activations alone overflow
+    :data:`CPU_CACHE_BYTES` (the rule's single row is the fastest there), or when the chunk has
+    no room for the wider option.
+    """
+    queries, columns = getattr(runner, "reads", (None, None))
+    per_row = bytes_per_row(cfg, *token_shape, queries=queries, columns=columns)
+    if jax.default_backend() != "cpu" or per_row >= CPU_CACHE_BYTES:
         return None
     group = chunk // runner.groups
-    heuristic = inner_width(cfg, token_shape, group)
-    options = sorted({max(1, heuristic // 4), heuristic, min(group, heuristic * 4)})
-    if len(options) == 1:
+    heuristic = inner_width(cfg, token_shape, group, queries=queries, columns=columns)
+    wide = 4 * heuristic
+    if wide > group:
         return None
-    timings = {option: _time_per_row(runner, rows, Plan(chunk, option)) for option in options}
-    return min(timings, key=lambda option: timings[option])
+    timings = {
+        option: _time_per_row(runner, rows, Plan(wide * runner.groups, option))
+        for option in (heuristic, wide)
+    }
+    return None if timings[heuristic] <= timings[wide] else wide

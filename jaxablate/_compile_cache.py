@@ -1,8 +1,8 @@
 """JAX's persistent compilation cache, switched on for jaxablate's users (opt-out).
 
 A fresh process (a restarted notebook kernel, a new CLI call) would otherwise compile every
-program again: the model's initialiser, the evaluation chunks and the probe's candidates. With the
-cache on, the second process loads them from disk.
+program again: the model's initialiser, the evaluation chunks and the probe's two inner
+widths. With the cache on, the second process loads them from disk.
 
 The cache lives in ``$XDG_CACHE_HOME/jaxablate/xla`` (``~/.cache/jaxablate/xla`` when
 ``XDG_CACHE_HOME`` is unset). The environment variable ``JAXABLATE_COMPILE_CACHE`` chooses:

@@ -408,8 +408,8 @@ def evaluate(
         metric: ``(logits, tokens) -> [batch]``, e.g. :func:`jaxablate.metrics.loss`.
         ablation: Replacement for removed components (default: zero ablation).
         chunk_size: Rows per compiled call. ``None``: all rows at once if they fit
-            ``memory_budget``, else the largest chunk that does; ``"auto"``: the fastest of a few
-            sizes that fit, found with a short timed probe (remembered for later calls).
+            ``memory_budget``, else the largest chunk that does; ``"auto"``: the same chunk,
+            and on a CPU the rows vmapped together in it timed two ways (remembered).
             Rounded up to a multiple of the number of devices in ``mesh``.
         share_prefix: Compute work shared by rows once (see the module docstring); ``False``
             runs every row through the whole model (same numbers, for tests and benchmarks).

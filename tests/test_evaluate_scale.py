@@ -95,6 +95,13 @@ def test_memory_budget_bounds_the_chunk(model, tokens):
         ja.evaluate(model, comps, rows, tokens, memory_budget=10)
 
 
+class _Reads:
+    """What :func:`_chunking.choose` reads of a runner for a rule-based plan."""
+
+    groups = 1
+    reads = (None, None)
+
+
 @pytest.mark.slow
 def test_auto_chunk_size_probes_and_remembers(model, tokens):
     comps = ja.heads(CFG, layers=[3])
@@ -102,8 +109,13 @@ def test_auto_chunk_size_probes_and_remembers(model, tokens):
     _chunking.forget_probed_plans()
     first = run(model, comps, rows, tokens, chunk_size="auto")
     chosen, inner = first.plan.chunk, first.plan.inner
-    assert chosen in (4, 16, 64, 160, 256, 320)  # a probed size, balanced over the 320 rows
-    assert inner is None or 1 <= inner <= chosen
+    # the chunk is the rule's (the largest that fits, balanced); only the inner width is timed
+    rule_plan = _chunking.choose(
+        _Reads(), rows, CFG, tokens.shape, chunk_size=None, budget=None, probe_key=()
+    )
+    assert chosen == rule_plan.chunk
+    rule = _chunking.inner_width(CFG, tokens.shape, chosen)
+    assert inner in (None, 4 * rule)
     again = run(model, comps, rows, tokens, chunk_size="auto")  # remembered: no second probe
     assert again.plan == first.plan
     assert _chunking.forget_probed_plans() == 1
