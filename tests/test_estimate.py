@@ -277,6 +277,65 @@ def test_as_accurate_as_shapiq_at_equal_budgets(sweep_tables):
         assert ours <= 1.1 * np.sqrt(np.mean(theirs)), (budget, ours, np.sqrt(np.mean(theirs)))
 
 
+# ------------------------------------------------------------------------------ pairs (SII)
+
+
+def _smooth_table(n: int, seed: int) -> np.ndarray:
+    """A real-ish game: a saturating score of a random 2-additive logit (all orders of
+    interaction, the larger ones small), as the table of every subset."""
+    rng = np.random.default_rng(seed)
+    rows = np.asarray(ja.subsets.all(n), np.float64)
+    w, b = rng.normal(size=n), rng.normal(size=(n, n)) / n
+    return np.tanh(0.5 * (rows @ w + np.einsum("mi,ij,mj->m", rows, b, rows) - 1.0))
+
+
+def test_sii_regression_is_exact_on_a_2_additive_game():
+    game = and_or_game(12, 5, max_order=2)  # AND/OR of pairs: a 2-additive game
+    e = est.pairs(game, budget=400, key=jax.random.key(0))
+    np.testing.assert_allclose(e.values, game.sii_pairs(), atol=1e-8)
+    np.testing.assert_allclose(e.stderr, 0.0, atol=1e-8)  # the residual is zero
+    assert e.evaluations <= 400
+
+
+def test_sii_regression_agrees_with_exact_sii_within_stderr_and_beats_the_centred_one():
+    table = _smooth_table(10, 0)
+    with jax.enable_x64(True):
+        exact = np.asarray(ia.pairs(ia.shapley_interaction(np.asarray(table, np.float64))))
+    game, (iu, ju) = TableGame(table), np.triu_indices(10, k=1)
+    err, z, plain = [], [], []
+    for s in range(10):
+        e = est.pairs(game, budget=150, key=jax.random.key(s))
+        err.append(e.values[iu, ju] - exact[iu, ju])
+        z.append(np.abs(err[-1]) / np.maximum(e.stderr[iu, ju], 1e-300))
+        old = est._sii_pairs(Budget(game, 150), est._rng(jax.random.key(s)))
+        plain.append(old.values[iu, ju] - exact[iu, ju])
+    assert np.mean(np.stack(z) <= 2) >= 0.88
+    bias_z = np.mean(err, axis=0) / (np.std(err, axis=0, ddof=1) / np.sqrt(10))
+    assert np.mean(bias_z**2) < 2.5  # t-scores of the mean (E t_9^2 = 1.29): no visible bias
+    assert np.sqrt(np.mean(np.square(err))) < 0.8 * np.sqrt(np.mean(np.square(plain)))
+
+
+def test_sii_regression_respects_the_budget_near_the_whole_table():
+    game = and_or_game(10, 4)
+    for budget in (26, 60, 1000, 1020, 1023):  # from the least budget to nearly 2^n
+        counting = Counting(game, limit=budget)
+        a = est.pairs(counting, budget=budget, key=jax.random.key(3))
+        assert a.evaluations == sum(counting.calls) <= budget
+        assert np.isfinite(a.values).all() and np.isfinite(a.stderr).all()
+        b = est.pairs(game, budget=budget, key=jax.random.key(3))
+        np.testing.assert_array_equal(a.values, b.values)
+        np.testing.assert_array_equal(a.stderr, b.stderr)
+
+
+def test_sii_uses_the_centred_estimator_beyond_the_pair_limit(monkeypatch):
+    game = and_or_game(12, 2)
+    monkeypatch.setattr(est, "SII_MAX_PAIRS", 65)  # 66 pairs at n = 12: the plain estimator
+    a = est.pairs(game, budget=300, key=jax.random.key(1))
+    b = est._sii_pairs(Budget(game, 300), est._rng(jax.random.key(1)))
+    np.testing.assert_array_equal(a.values, b.values)
+    np.testing.assert_array_equal(a.stderr, b.stderr)
+
+
 # ------------------------------------------------------------------------------ tables, CLI
 
 
