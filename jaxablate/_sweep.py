@@ -48,7 +48,14 @@ from jaxtyping import Array, Bool, Float, Int
 from jaxablate import _chunking, _evaluate, subsets
 from jaxablate import _files as files
 from jaxablate import _sweep_store as store
-from jaxablate._checks import MAX_SWEEP_PLAYERS, local_mesh, one_axis_mesh, positive_int, rows_2d
+from jaxablate._checks import (
+    MAX_SWEEP_PLAYERS,
+    finite_number,
+    local_mesh,
+    one_axis_mesh,
+    positive_int,
+    rows_2d,
+)
 from jaxablate._fingerprint import (
     ablation_entry,
     hash_arrays,
@@ -64,7 +71,7 @@ from jaxablate._sweep_store import (
     read_manifest,
     sweep_status,
 )
-from jaxablate.components import Components, check_components, check_rows
+from jaxablate.components import Components, check_components, check_model, check_rows
 from jaxablate.metrics import loss
 from jaxablate.models.inputs import Ablation, check_tokens, zero
 from jaxablate.models.transformer import Transformer
@@ -255,6 +262,16 @@ def _manifest(
     return manifest
 
 
+def _check_out(out: object) -> Path:
+    """``out`` as a path, refused when it is not a path or names an existing file."""
+    if not isinstance(out, str | os.PathLike) or not os.fspath(out):
+        raise ValueError(f"out must be a directory path (str or os.PathLike), got {out!r}")
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"out is not a directory: {path} is a file; give a sweep directory")
+    return path
+
+
 def _plan(
     model: Transformer,
     comps: Components,
@@ -267,6 +284,8 @@ def _plan(
     options: dict[str, Any],
 ) -> _Plan:
     """Resolve and check every input, then create or check the manifest and plan the chunks."""
+    check_model(model)
+    out = _check_out(out)
     check_components(model.config, comps)
     tokens, shape = _check_tokens(model, tokens)
     explicit, n_rows, rows_entry = _resolve_rows(rows, len(comps))
@@ -278,6 +297,11 @@ def _plan(
     mesh = local_mesh("masks") if mesh is None else one_axis_mesh(mesh, "masks")
     if options["memory_budget"] is not None:
         _chunking.check_budget(options["memory_budget"])
+    options["poll_interval"] = finite_number(
+        "poll_interval", options["poll_interval"], what="a finite number of seconds > 0"
+    )
+    if options["poll_interval"] <= 0:
+        raise ValueError("poll_interval must be a finite number of seconds > 0, got 0.0")
     record = _manifest(model, comps, tokens, replacement, metric, rows_entry, n_rows)
 
     def build(existing: dict[str, Any] | None) -> dict[str, Any]:
@@ -590,6 +614,8 @@ def sweep(
         poll_interval=poll_interval, on_chunk=on_chunk, share_prefix=share_prefix, mesh=mesh,
         memory_budget=memory_budget,
     )  # fmt: skip
+    if timeout is not None:
+        timeout = finite_number("timeout", timeout, low=0.0, what="None or seconds >= 0")
     plan = _plan(model, comps, rows, tokens, out, metric=metric, ablation=ablation, options=options)
     progress_ = _progress(plan)
     with progress_.bar:

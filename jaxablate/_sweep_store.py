@@ -143,6 +143,8 @@ def read_manifest(out: str | os.PathLike) -> dict[str, Any]:
         ValueError: ``out`` holds no sweep manifest, or one that is unreadable or of another
             format version (the message names the file and what to do).
     """
+    if not isinstance(out, str | os.PathLike) or not os.fspath(out):
+        raise ValueError(f"out must be a directory path (str or os.PathLike), got {out!r}")
     path = Path(out) / MANIFEST
     if not path.is_file():
         raise ValueError(f"{out} holds no {MANIFEST}: not a sweep directory")
@@ -315,8 +317,8 @@ def sweep_status(out: str | os.PathLike, *, verify: bool = False) -> SweepStatus
     Raises:
         ValueError: ``out`` is not a sweep directory, or its manifest is unreadable.
     """
-    out = Path(out)
     manifest = read_manifest(out)
+    out = Path(out)
     ranges = chunk_ranges(manifest["n_rows"], manifest["chunk_size"])
     missing, corrupt, _ = _check_chunks(out, manifest, verify)
     bad = set(missing) | set(corrupt)
@@ -346,8 +348,8 @@ def load_sweep(out: str | os.PathLike) -> tuple[Float[np.ndarray, " n_masks"], d
             missing or corrupt (rerun :func:`sweep` with the same arguments to finish or repair
             it). Nothing is modified.
     """
-    out = Path(out)
     meta = read_manifest(out)
+    out = Path(out)
     missing, corrupt, found = _check_chunks(out, meta, verify=True)
     n_chunks = len(chunk_ranges(meta["n_rows"], meta["chunk_size"]))
     if missing or corrupt:

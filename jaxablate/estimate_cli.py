@@ -102,9 +102,14 @@ def run_estimate(args: argparse.Namespace) -> int:
     try:
         model = resolve_model(args.model)
         prompts = load_prompts(args, model)  # --prompts FILE.jsonl, else None
-        tokens = _load_tokens(args.tokens, "--tokens") if prompts is None else prompts
+        vocab = model.config.vocab_size
+        tokens = _load_tokens(args.tokens, "--tokens", vocab) if prompts is None else prompts
         metric = args.metric or ("loss" if prompts is None else "logit_diff")
-        ref = None if args.ref_tokens is None else _load_tokens(args.ref_tokens, "--ref-tokens")
+        ref = (
+            None
+            if args.ref_tokens is None
+            else _load_tokens(args.ref_tokens, "--ref-tokens", vocab)
+        )
         comps = parse_components(model.config, args.components)
         game = Game(
             model,

@@ -30,7 +30,7 @@ from jaxablate._evaluate import evaluate
 from jaxablate._prompts import Prompts
 from jaxablate._sweep import sweep
 from jaxablate._sweep_store import MANIFEST, chunk_ranges, read_manifest, sweep_status
-from jaxablate.components import Components, check_components
+from jaxablate.components import Components, check_components, check_model
 from jaxablate.metrics import as_metric, loss
 from jaxablate.models.inputs import Ablation
 from jaxablate.models.transformer import Transformer
@@ -140,6 +140,7 @@ class Game:
         out: str | os.PathLike | None = None,
         cache: bool = True,
     ) -> None:
+        check_model(model)
         check_components(model.config, comps)
         batch = batch_of(model.config, tokens, as_metric(metric))  # fail early, not per call
         checked = tokens if isinstance(tokens, Prompts) else batch.tokens

@@ -61,7 +61,10 @@ def resolve_model(name_or_dir: str) -> Transformer:
         model, _ = load_pretrained(name_or_dir)
         return model
     if "/" in name_or_dir:
-        return from_hf(name_or_dir)
+        try:
+            return from_hf(name_or_dir)
+        except ValueError as err:
+            raise ValueError(f"--model {name_or_dir!r}: {err}") from None
     raise ValueError(
         f"--model {name_or_dir!r} is neither a model directory nor a shipped toy model "
         f"(shipped: {known}) nor a Hugging Face Hub id 'org/name'"
@@ -134,7 +137,7 @@ def parse_components(cfg: ModelConfig, spec: str) -> Components:
     return out
 
 
-def _load_tokens(path: str, what: str) -> jax.Array:
+def _load_tokens(path: str, what: str, vocab_size: int | None = None) -> jax.Array:
     try:
         tokens = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as err:
@@ -143,6 +146,11 @@ def _load_tokens(path: str, what: str) -> jax.Array:
         raise ValueError(
             f"{what} {path} must hold an integer array [batch, seq], got {tokens.dtype} "
             f"{tokens.shape}"
+        )
+    if vocab_size is not None and tokens.size and (tokens.min() < 0 or tokens.max() >= vocab_size):
+        raise ValueError(
+            f"{what} {path}: token ids must lie in [0, {vocab_size}) (the model's vocab_size), "
+            f"got values in [{tokens.min()}, {tokens.max()}]"
         )
     return jnp.asarray(tokens)
 
@@ -218,7 +226,12 @@ def _worker(text: str) -> tuple[int, int]:
     m = re.fullmatch(r"(\d+)/(\d+)", text)
     if not m:
         raise argparse.ArgumentTypeError(f"--worker must read INDEX/COUNT, e.g. 0/4, got {text!r}")
-    return int(m.group(1)), int(m.group(2))
+    index, count = int(m.group(1)), int(m.group(2))
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(
+            f"--worker INDEX/COUNT must be 0 <= INDEX < COUNT (workers 0..COUNT-1), got {text!r}"
+        )
+    return index, count
 
 
 def _chunk(text: str) -> int | str:
@@ -345,11 +358,18 @@ def run_sweep(args: argparse.Namespace) -> int:
 
 def _sweep_and_report(args: argparse.Namespace) -> int:
     try:
+        if os.path.exists(args.out) and not os.path.isdir(args.out):
+            raise ValueError(f"--out {args.out} is a file, not a directory: give a directory")
         model = resolve_model(args.model)
         prompts = load_prompts(args, model)  # --prompts FILE.jsonl, else None
-        tokens = _load_tokens(args.tokens, "--tokens") if prompts is None else prompts
+        vocab = model.config.vocab_size
+        tokens = _load_tokens(args.tokens, "--tokens", vocab) if prompts is None else prompts
         args.metric = args.metric or ("loss" if prompts is None else "logit_diff")
-        ref = None if args.ref_tokens is None else _load_tokens(args.ref_tokens, "--ref-tokens")
+        ref = (
+            None
+            if args.ref_tokens is None
+            else _load_tokens(args.ref_tokens, "--ref-tokens", vocab)
+        )
         comps = parse_components(model.config, args.components)
         options: dict[str, Any] = {
             "metric": _metric(args.metric, model, tokens, args.model),

@@ -251,6 +251,11 @@ def load_tokenizer(
             a directory without ``tokenizer.json``; unreadable files; a special token that is
             not in the vocabulary.
     """
+    if not isinstance(name_or_dir, str | os.PathLike):
+        raise ValueError(
+            "load_tokenizer needs a directory or a Hub id (str or os.PathLike), got "
+            f"{name_or_dir!r}"
+        )
     root = resolve(name_or_dir, revision, patterns=TOKENIZER_PATTERNS)
     if not (root / "tokenizer.json").is_file():
         found = sorted(p.name for p in root.iterdir())

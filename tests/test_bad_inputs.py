@@ -271,19 +271,9 @@ def _bf16_rows():
 
 
 #: Cases that fail in a module another engineer owns: reported to them, expected to fail until
-#: fixed (strict, so a fix shows up); ``run=False`` where the bad input starts real work.
-NOT_YET = {
-    "load-sweep-none": ("_sweep_store.py: out not checked (TypeError)", True),
-    "sweep-model-none": ("_sweep.py: model not checked (AttributeError)", True),
-    "sweep-timeout": ("_sweep.py: timeout not checked (it sweeps)", False),
-    "sweep-poll": ("_sweep.py: poll_interval not checked (it sweeps)", False),
-    "tok-int": ("text.py: load_tokenizer(3) is a TypeError", True),
-    "game-model-none": ("games.py: model not checked (AttributeError)", True),
-    "cli-sweep-model-missing": ("sweep_cli.py: the error does not name --model", True),
-    "cli-sweep-tokens-oov": ("sweep_cli.py: out-of-vocabulary tokens: --tokens not named", True),
-    "cli-sweep-worker": ("sweep_cli.py: the error names worker, not --worker 3/2", True),
-    "cli-sweep-out-file": ("_sweep.py: --out a file: 'Not a directory: OUT/chunks'", True),
-}
+#: fixed (strict, so a fix shows up); ``run=False`` where the bad input starts real work. Empty:
+#: every case passes; add ``"id": (reason, run)`` for a newly found one.
+NOT_YET: dict[str, tuple[str, bool]] = {}
 
 
 def P(call, match, id):  # a table row
