@@ -152,7 +152,15 @@ def row_bytes(
 
 
 def default_budget() -> int:
-    """Half the first device's memory on an accelerator, else a quarter of host RAM (capped)."""
+    """Half the first device's free memory on an accelerator, else a quarter of host RAM
+    (capped at :data:`MAX_DEFAULT_BUDGET`).
+
+    Free memory is ``bytes_limit - bytes_in_use`` of ``Device.memory_stats()`` at the time of
+    the call, so the model's weights, a cached prefix or another program's buffers already on
+    the device are not planned over; the other half is left for XLA's temporaries and
+    fragmentation. A nearly full device still gets a sixteenth of its memory (halved), so
+    the plan is small rather than refused.
+    """
     device = jax.local_devices()[0]
     stats = None
     if device.platform != "cpu":
@@ -161,7 +169,8 @@ def default_budget() -> int:
         except Exception:
             stats = None
     if stats and stats.get("bytes_limit"):
-        return int(stats["bytes_limit"]) // 2
+        free = int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+        return max(free, int(stats["bytes_limit"]) // 16) // 2
     try:
         ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):

@@ -177,3 +177,31 @@ def test_balanced_chunks_pad_least_with_as_many_chunks():
         n_chunks = -(-n_rows // chunk)
         best = min(c for c in range(groups, chunk + 1, groups) if -(-n_rows // c) <= n_chunks)
         assert got == best, (n_rows, chunk, groups, got, best)
+
+
+class _FakeAccelerator:
+    platform = "gpu"
+
+    def __init__(self, limit: int, in_use: int):
+        self.stats = {"bytes_limit": limit, "bytes_in_use": in_use}
+
+    def memory_stats(self):
+        return self.stats
+
+
+@pytest.mark.parametrize(
+    ("limit", "in_use", "budget"),
+    [
+        (80 * 2**30, 0, 40 * 2**30),  # an empty device: half of it
+        (80 * 2**30, 30 * 2**30, 25 * 2**30),  # weights and buffers already there are not planned
+        (80 * 2**30, 79 * 2**30, 5 * 2**29),  # nearly full: a sixteenth, halved (not refused)
+    ],
+)
+def test_default_budget_plans_over_the_free_device_memory(monkeypatch, limit, in_use, budget):
+    monkeypatch.setattr(jax, "local_devices", lambda: [_FakeAccelerator(limit, in_use)])
+    assert _chunking.default_budget() == budget
+
+
+def test_default_budget_on_cpu_is_a_quarter_of_ram_capped():
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert _chunking.default_budget() == min(ram // 4, _chunking.MAX_DEFAULT_BUDGET)
