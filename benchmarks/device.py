@@ -19,9 +19,10 @@ TF32 peak. Peak memory is ``memory_stats()["peak_bytes_in_use"]`` on accelerator
 running peak after each section) and the peak resident set (``ru_maxrss``) on CPU.
 
 The full run takes a few minutes on one GPU (the 4096-subset case, the GPT-2-small-shaped model
-and the wider recovery run are for accelerators only); ``--quick`` is a CI-sized run (tiny model
-with the memory rule's chunks, one small table, short training) that takes well under a minute
-on a quiet CPU.
+and the wider recovery run are for accelerators only); ``--quick`` is a CI-sized run (one case
+per benchmark: a 2-layer, 4-head model's 16 subsets with the memory rule's chunks, one small
+table, two training steps of a 1-layer model) that takes well under a minute on a quiet CPU; it
+checks that the report is written, not the rates.
 
 Usage: python benchmarks/device.py [--quick] [--out benchmarks/results/device-<name>.json]
 """
@@ -66,6 +67,16 @@ PEAKS: tuple[tuple[str, dict[str, float | None]], ...] = (
     (r"TPU v4", dict(float32=None, tf32=None, bfloat16=275.0)),
 )
 
+#: ``--quick``'s evaluate case: 2 layers x 2 heads, so 16 subsets (prefix sharing still has a
+#: layer-0 prefix to share); CI-sized, not a representative rate.
+QUICK = dict(
+    cfg=dict(n_layers=2, n_heads=2, d_model=32, d_head=16, d_mlp=64, vocab_size=64, n_ctx=8),
+    batch=2,
+    seq=8,
+)
+#: ``--quick``'s recovery model (``recovery.HEADLINE`` shrunk to one layer).
+QUICK_RECOVERY = dict(n_layers=1, n_heads=2, d_model=16, d_head=8, d_mlp=32, vocab_size=32)
+
 #: A GPT-2-small-shaped model (random weights) that fills an accelerator; not run on CPU.
 LARGE = dict(
     cfg=dict(
@@ -90,7 +101,7 @@ def matmul_rate(dtype: str, n: int, reps: int) -> float:
 
 def peaks(device: jax.Device, quick: bool) -> dict:
     """The device's peak FLOP/s per dtype (table or measured) and the measured matmul rates."""
-    n, reps = (1024, 5) if quick else ((2048, 10) if device.platform == "cpu" else (8192, 20))
+    n, reps = (512, 3) if quick else ((2048, 10) if device.platform == "cpu" else (8192, 20))
     measured = {d: matmul_rate(d, n, reps) for d in ("float32", "bfloat16")}
     table = next((p for pattern, p in PEAKS if re.search(pattern, device.device_kind)), None)
     if table is None:
@@ -150,7 +161,7 @@ def evaluate_section(device: jax.Device, peak: dict, quick: bool) -> list[dict]:
     models = bench_eval.MODELS
     last = lambda c: ja.heads(c, layers=[c.n_layers - 1])  # noqa: E731
     if quick:
-        cases = [("tiny: all 8 heads", models["tiny"], ja.heads, "loss")]
+        cases = [("quick: all 4 heads", QUICK, ja.heads, "loss")]
     else:
         early = lambda c: ja.heads(c, layers=[0, 1, 2], heads=[0, 1, 2, 3])  # noqa: E731
         cases = [
@@ -170,7 +181,8 @@ def evaluate_section(device: jax.Device, peak: dict, quick: bool) -> list[dict]:
         for dtype in ("float32", "bfloat16"):
             # quick: the memory rule alone (no timed probe: CI-sized)
             chunk_size = None if quick else "auto"
-            out.append(eval_case(label, spec, fn, metric_name, dtype, peak, chunk_size))
+            n_timed = 16 if quick else 256
+            out.append(eval_case(label, spec, fn, metric_name, dtype, peak, chunk_size, n_timed))
             report_line(out[-1])
     return out
 
@@ -191,8 +203,8 @@ def report_line(c: dict) -> None:
 def interactions_section(quick: bool) -> list[dict]:
     """Möbius + Shapley + pairs SII over 2^n tables (float32): entries per second."""
     out = []
-    for n in (10,) if quick else (16, 20, 24):
-        t = bench_ia.time_ours(n, x64=False, min_repeats=3, min_seconds=0.2 if quick else 1.0)
+    for n in (8,) if quick else (16, 20, 24):
+        t = bench_ia.time_ours(n, x64=False, min_repeats=3, min_seconds=0.05 if quick else 1.0)
         t["n"] = n
         t["entries_per_s"] = 2**n / t["total_steady_s"]
         out.append(t)
@@ -205,7 +217,7 @@ def recovery_section(device: jax.Device, quick: bool) -> list[dict]:
     if quick:
         # K = 1: both sides share one compiled step (compiling it dominates a CI-sized run);
         # the vmapped-vs-loop speed-up needs the full run
-        sizes = [(bench_rec.HEADLINE, dict(runs=1, steps=5, batch_size=4, seq=16, repeats=1))]
+        sizes = [(QUICK_RECOVERY, dict(runs=1, steps=2, batch_size=2, seq=8, repeats=1))]
     else:
         sizes = [(bench_rec.HEADLINE, dict(runs=16, steps=200, batch_size=4, seq=16, repeats=2))]
         if device.platform != "cpu":

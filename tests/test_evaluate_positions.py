@@ -36,12 +36,26 @@ def _metrics():
 
 def _comps(cfg, which):
     return {
-        "last_layer": ja.heads(cfg, layers=[2]),
-        "first_layer": ja.heads(cfg, layers=[0]),
+        # the heads of the first and of the last layer, an attention block and every MLP: its
+        # rows include ones that vary the last layer alone (the whole prefix shared) and ones
+        # that vary the first layer alone (see _rows)
+        "spread": ja.heads(cfg, layers=[0, 2])
+        + ja.blocks(cfg, "attn", layers=[1])
+        + ja.blocks(cfg, "mlp"),
         "mixed": ja.blocks(cfg, "attn", layers=[0])
         + ja.heads(cfg, layers=[1])
         + ja.blocks(cfg, "mlp"),
     }[which]
+
+
+def _rows(comps):
+    """11 random rows; rows 0-2 keep every component before the last layer, rows 3-5 every
+    component after the first."""
+    rows = np.random.default_rng(0).random((11, len(comps))) < 0.5
+    layer = np.array([c.layer for c in comps])
+    rows[:3, layer < 2] = True
+    rows[3:6, layer > 0] = True
+    return rows
 
 
 def _ablation(model, tokens, kind):
@@ -52,10 +66,9 @@ def _ablation(model, tokens, kind):
     return ja.ablation.resample(model, tokens[::-1])
 
 
-CASES = [(which, "zero") for which in ("last_layer", "first_layer", "mixed")] + [
-    ("mixed", "mean"),
-    ("mixed", "resample"),
-]
+#: One component set per ablation: the zero case's "spread" set covers first-layer heads, last-layer
+#: heads (pruned to the read positions), an attention block and the MLPs in one program.
+CASES = [("spread", "zero"), ("mixed", "mean"), ("mixed", "resample")]
 
 
 @pytest.mark.slow
@@ -65,7 +78,7 @@ def test_position_metrics_equal_full_forward(model, tokens, which, metric_name, 
     comps = _comps(model.config, which)
     metric = _metrics()[metric_name]
     ablation = _ablation(model, tokens, kind)
-    rows = np.random.default_rng(0).random((11, len(comps))) < 0.5
+    rows = _rows(comps)
     pruned = ja.evaluate_per_example(model, comps, rows, tokens, metric=metric, ablation=ablation)
     naive = ja.evaluate_per_example(
         model, comps, rows, tokens, metric=metric, ablation=ablation, share_prefix=False
@@ -73,7 +86,7 @@ def test_position_metrics_equal_full_forward(model, tokens, which, metric_name, 
     np.testing.assert_allclose(pruned, naive, rtol=1e-5, atol=1e-6)
     # an independent reference: the model's full logits, then the metric in numpy
     replacement = ablation
-    for i in (0, 5, 10):
+    for i in (0, 5, 10):  # a last-layer-only row, a first-layer-only row and a random one
         logits = np.asarray(model(tokens, masks=comps.masks(rows[i]), ablation=replacement))
         np.testing.assert_allclose(
             pruned[i], _numpy_metric(metric_name, logits, tokens), rtol=1e-5, atol=1e-5

@@ -49,6 +49,10 @@ def _prompts(vocab: int, seed: int = 0, lengths=LENGTHS) -> ja.Prompts:
 def _comps(cfg: ja.ModelConfig, kind: str) -> ja.Components:
     if kind == "heads":
         return ja.heads(cfg, layers=[0, 2], heads=[0, 1, 3])
+    if kind == "heads+blocks":  # heads and both kinds of block in one set (one program)
+        return _comps(cfg, "heads") + ja.blocks(cfg, "attn", layers=[1]) + _comps(cfg, "mlp")
+    if kind == "mlp":
+        return ja.blocks(cfg, "mlp", layers=[0, 1])
     return ja.blocks(cfg, "attn") + ja.blocks(cfg, "mlp", layers=[0, 1])
 
 
@@ -97,37 +101,41 @@ def _check_ragged(name, kind, ablation_kind, share_prefix):
     assert np.ptp(got, axis=0).max() > 1e-3  # the rows differ: the check has teeth
 
 
+# heads and blocks in one component set: one program per case for the padded batch and one per
+# prompt length for the references
 @pytest.mark.parametrize("ablation_kind", list(ABLATIONS))
-@pytest.mark.parametrize("kind", ["heads", "blocks"])
-def test_ragged_last_position_equals_each_prompt_alone(kind, ablation_kind):
-    _check_ragged("gpt2", kind, ablation_kind, share_prefix=True)
+def test_ragged_last_position_equals_each_prompt_alone(ablation_kind):
+    _check_ragged("gpt2", "heads+blocks", ablation_kind, share_prefix=True)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("ablation_kind", list(ABLATIONS))
-@pytest.mark.parametrize("kind", ["heads", "blocks"])
 @pytest.mark.parametrize(("name", "share_prefix"), [("gpt2", False), ("llama", True)])
-def test_ragged_other_paths_and_families(name, share_prefix, kind, ablation_kind):
-    _check_ragged(name, kind, ablation_kind, share_prefix)
+def test_ragged_other_paths_and_families(name, share_prefix, ablation_kind):
+    _check_ragged(name, "heads+blocks", ablation_kind, share_prefix)
 
 
-@pytest.mark.parametrize("share_prefix", [True, False])
-def test_pad_skipping_metrics_equal_each_prompt_alone(share_prefix):
+def test_pad_skipping_metrics_equal_each_prompt_alone():
+    """Both evaluation paths (prefix sharing and naive) against the same per-prompt references."""
     model = MODELS["llama"]()
     p = _prompts(model.config.vocab_size, seed=4)
     comps = _comps(model.config, "heads")
     rows = _rows(len(comps))
     for metric in (ja.metrics.loss, ja.metrics.accuracy, ja.metrics.kl_to_clean(model, p)):
-        got = ja.evaluate_per_example(
-            model, comps, rows, p, metric=metric, share_prefix=share_prefix
-        )
+        got = {
+            share: ja.evaluate_per_example(model, comps, rows, p, metric=metric, share_prefix=share)
+            for share in (True, False)
+        }
         for i, n in enumerate(p.lengths):
             tokens = p.tokens[i : i + 1, :n]
             alone = (
                 metric if metric.name != "kl_to_clean" else ja.metrics.kl_to_clean(model, tokens)
             )
             want = ja.evaluate_per_example(model, comps, rows, tokens, metric=alone)
-            np.testing.assert_allclose(got[:, i : i + 1], want, atol=1e-5, rtol=0)
+            for share in (True, False):
+                np.testing.assert_allclose(
+                    got[share][:, i : i + 1], want, atol=1e-5, rtol=0, err_msg=f"{share=}"
+                )
 
 
 def test_named_and_negative_positions_are_per_prompt():
@@ -146,7 +154,8 @@ def test_named_and_negative_positions_are_per_prompt():
 
 def test_mean_over_padded_prompts_is_the_mean_of_real_positions():
     model = MODELS["llama"]()
-    p = _prompts(model.config.vocab_size, seed=3)
+    # two prompts share a length (three per-prompt programs), the counts per position still differ
+    p = _prompts(model.config.vocab_size, seed=3, lengths=np.array([5, 8, 5, 3]))
     acts = [model.activations(p.tokens[i : i + 1, :n]) for i, n in enumerate(p.lengths)]
     for name in ("z", "attn", "mlp"):
         real = np.concatenate([np.asarray(getattr(a, name), np.float64)[:, 0] for a in acts], 1)
@@ -262,28 +271,38 @@ def test_position_level_masks_equal_a_reference_that_patches_that_position(name)
     model = MODELS[name]()
     cfg = model.config
     p = _prompts(cfg.vocab_size, seed=8)
-    for spec, index in (("last", p.last), ("second", np.ones(4, int)), (-3, p.lengths - 3)):
-        comps = ja.heads(cfg, layers=[1], heads=[2], positions=spec) + ja.blocks(
+    specs = (("last", p.last), ("second", np.ones(4, int)), (-3, p.lengths - 3))
+
+    def pair(spec):
+        return ja.heads(cfg, layers=[1], heads=[2], positions=spec) + ja.blocks(
             cfg, "attn", layers=[0], positions=spec
         )
-        assert comps.names == [f"L1H2@{spec}", f"L0.attn@{spec}"]
-        for row, head, block in (([False, True], (1, 2), None), ([True, False], None, 0)):
+
+    comps = pair("last") + pair("second") + pair(-3)  # one set: one program per path
+    assert comps.names == [n for spec, _ in specs for n in (f"L1H2@{spec}", f"L0.attn@{spec}")]
+    rows, wants = [], []
+    valid, clean = p.valid, np.asarray(model(p.tokens))
+    for k, (spec, index) in enumerate(specs):
+        for j, head, block in ((0, (1, 2), None), (1, None, 0)):  # remove the head, the block
+            row = np.ones(len(comps), bool)
+            row[2 * k + j] = False
             hm, am = _reference_masks(cfg, p, index, head, block)
             want = reference_logits(model, p.tokens, head_mask=hm, attn_mask=am)
-            got = np.asarray(model(p.tokens, masks=comps.masks(np.array(row), p)))
-            valid = p.valid
-            np.testing.assert_allclose(got[valid], want[valid], atol=2e-4, rtol=0)
-            clean = np.asarray(model(p.tokens))
+            got = np.asarray(model(p.tokens, masks=comps.masks(row, p)))
+            np.testing.assert_allclose(got[valid], want[valid], atol=2e-4, rtol=0, err_msg=spec)
             assert np.abs(got[valid] - clean[valid]).max() > 1e-3
-            metric = ja.metrics.logit_diff(p.correct, p.wrong, position="last")
-            for share in (True, False):
-                values = ja.evaluate_per_example(
-                    model, comps, np.array([row]), p, metric=metric, share_prefix=share
-                )[0]
-                at = want[np.arange(4), p.last]
-                np.testing.assert_allclose(
-                    values, at[np.arange(4), p.correct] - at[np.arange(4), p.wrong], atol=2e-4
-                )
+            rows.append(row)
+            wants.append(want)
+    metric = ja.metrics.logit_diff(p.correct, p.wrong, position="last")
+    for share in (True, False):
+        values = ja.evaluate_per_example(
+            model, comps, np.array(rows), p, metric=metric, share_prefix=share
+        )
+        for r, want in enumerate(wants):
+            at = want[np.arange(4), p.last]
+            np.testing.assert_allclose(
+                values[r], at[np.arange(4), p.correct] - at[np.arange(4), p.wrong], atol=2e-4
+            )
 
 
 def test_a_head_at_every_position_is_the_plain_head():
