@@ -10,9 +10,8 @@ Workloads (issue 16), each with two metrics, **loss** (next-token loss at every 
   W2: the 12 heads of layer 11, all 4096 subsets.
 
 Paths, each in its own subprocess (so peak RSS, ``ru_maxrss``, is that path's alone):
-  ja default  : ``ja.evaluate(...)`` (no timed probe)
-  ja reads    : the default plan with the per-row memory estimate told the metric's positions
-                and columns (what ``chunk_size=None`` gives once the chunk choice passes them)
+  ja default  : ``ja.evaluate(...)`` (no timed probe; the plan is sized by the positions and
+                vocabulary columns the metric reads)
   ja auto     : ``ja.evaluate(..., chunk_size="auto")`` (the probe is part of its first call)
   tl loop     : TransformerLens ``run_with_hooks`` once per subset, a mask hook on ``hook_z``
   tl batched  : 16 masks per pass (tokens repeated, per-example mask in the hook)
@@ -110,8 +109,6 @@ def ja_child(work: Path, workload: str, metric: str, mode: str) -> dict:
     comps = ja.heads(model.config, layers=None if workload == "W1" else [11])
     fn = ja.metrics.loss if metric == "loss" else ja.metrics.logit_diff(CORRECT, WRONG)
     kwargs = dict(metric=fn, chunk_size="auto" if mode == "auto" else None)
-    if mode == "reads":  # the default plan with the read-aware per-row estimate (see README)
-        kwargs["plan"] = reads_plan(model, comps, rows, tokens, fn)
     start = time.perf_counter()
     run(model, comps, rows, tokens, **kwargs)
     first_s = time.perf_counter() - start
@@ -126,21 +123,6 @@ def ja_child(work: Path, workload: str, metric: str, mode: str) -> dict:
         plan=dict(chunk=done.plan.chunk, inner=done.plan.inner),
         values=done.per_example.mean(axis=1).tolist(),
     )
-
-
-def reads_plan(model, comps, rows, tokens, metric):
-    """``chunk_size=None``'s plan with :func:`~jaxablate._chunking.bytes_per_row` told the
-    positions and columns the metric reads (what ``choose`` does once it passes them)."""
-    from jaxablate import _chunking
-    from jaxablate._batch import batch_of
-
-    batch = batch_of(model.config, tokens, metric)
-    cols = None if metric.columns is None else int(metric.columns.shape[0])
-    per_row = _chunking.bytes_per_row(
-        model.config, *batch.shape, queries=batch.query_key, columns=cols
-    )
-    cap = _chunking.default_budget() // per_row
-    return _chunking.Plan(_chunking.balanced(len(rows), min(len(rows), cap), 1))
 
 
 def tl_model(work: Path):
@@ -306,7 +288,7 @@ def run_case(work: Path, workload: str, metric: str, args, peak: float) -> dict:
     """All paths of one workload and metric, each in its own process."""
     paths = {
         f"ja {m}": child(work, ["ja", workload, metric, m], sys.executable)
-        for m in ("default", "reads", "auto")
+        for m in ("default", "auto")
     }
     if not args.no_tl:
         n_tl = args.tl_rows
