@@ -297,6 +297,8 @@ def _plan(
     mesh = local_mesh("masks") if mesh is None else one_axis_mesh(mesh, "masks")
     if options["memory_budget"] is not None:
         _chunking.check_budget(options["memory_budget"])
+    if options.get("timeout") is not None:  # sweep's wait for other workers
+        finite_number("timeout", options["timeout"], low=0.0, what="None or seconds >= 0")
     options["poll_interval"] = finite_number(
         "poll_interval", options["poll_interval"], what="a finite number of seconds > 0"
     )
@@ -612,10 +614,8 @@ def sweep(
     options = dict(
         chunk_size=chunk_size, eval_chunk_size=eval_chunk_size, progress=progress, worker=worker,
         poll_interval=poll_interval, on_chunk=on_chunk, share_prefix=share_prefix, mesh=mesh,
-        memory_budget=memory_budget,
+        memory_budget=memory_budget, timeout=timeout,
     )  # fmt: skip
-    if timeout is not None:
-        timeout = finite_number("timeout", timeout, low=0.0, what="None or seconds >= 0")
     plan = _plan(model, comps, rows, tokens, out, metric=metric, ablation=ablation, options=options)
     progress_ = _progress(plan)
     with progress_.bar:
