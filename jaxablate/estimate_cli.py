@@ -21,17 +21,7 @@ import jax
 from jaxablate import estimate, report
 from jaxablate._files import atomic_write_text
 from jaxablate.games import Estimate, Game
-from jaxablate.prompts_cli import add_prompt_arguments, load_prompts
-from jaxablate.sweep_cli import (
-    ABLATIONS,
-    _ablation,
-    _error,
-    _load_tokens,
-    _metric,
-    _metric_spec,
-    parse_components,
-    resolve_model,
-)
+from jaxablate.sweep_cli import _error, add_study_arguments, load_study
 
 #: What ``--index`` estimates: the estimator and its ``method`` / ``index`` argument.
 INDICES = ("shapley", "banzhaf", "sii", "removal")
@@ -46,17 +36,8 @@ _LABELS = {
 def add_estimate_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the options of ``jaxablate estimate``."""
     a = parser.add_argument
-    a("--model", required=True, help="model directory (jaxablate or HF format) or toy model name")
-    a("--tokens", help=".npy file of int tokens [batch, seq] (or --prompts)")
-    add_prompt_arguments(parser)
-    a("--components", default="heads", help="e.g. heads, heads:2-3, mlp, heads:0,mlp, L0H1")
-    a("--ablation", choices=ABLATIONS, default="zero", help="replacement of removed components")
-    a("--ref-tokens", help=".npy reference tokens (mean: averaged over; resample: sources)")
-    a(
-        "--metric",
-        type=_metric_spec,
-        default=None,
-        help="as for jaxablate sweep (default loss, with --prompts logit_diff)",
+    add_study_arguments(
+        parser, metric_help="as for jaxablate sweep (default loss, with --prompts logit_diff)"
     )
     a("--index", choices=INDICES, default="shapley", help="what to estimate (default shapley)")
     a(
@@ -100,25 +81,8 @@ def _save(path: str, est: Estimate, names: list[str], args: argparse.Namespace, 
 def run_estimate(args: argparse.Namespace) -> int:
     """Estimate Shapley or Banzhaf values, or pairwise interactions, under a budget."""
     try:
-        model = resolve_model(args.model)
-        prompts = load_prompts(args, model)  # --prompts FILE.jsonl, else None
-        vocab = model.config.vocab_size
-        tokens = _load_tokens(args.tokens, "--tokens", vocab) if prompts is None else prompts
-        metric = args.metric or ("loss" if prompts is None else "logit_diff")
-        ref = (
-            None
-            if args.ref_tokens is None
-            else _load_tokens(args.ref_tokens, "--ref-tokens", vocab)
-        )
-        comps = parse_components(model.config, args.components)
-        game = Game(
-            model,
-            comps,
-            tokens,
-            metric=_metric(metric, model, tokens, args.model),
-            ablation=_ablation(args.ablation, model, tokens, ref),
-            out=args.out,
-        )
+        model, comps, tokens, metric, ablation = load_study(args)
+        game = Game(model, comps, tokens, metric=metric, ablation=ablation, out=args.out)
         start = time.perf_counter()
         est = _run(game, args.index, args.method, args.budget, args.seed)
         wall = time.perf_counter() - start

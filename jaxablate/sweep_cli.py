@@ -261,11 +261,11 @@ def _error(command: str, err: Exception) -> int:
     return 2
 
 
-# ------------------------------------------------------------------------------ sweep
+# ------------------------------------------------------------------------------ a study
 
 
-def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
-    """Register the options of ``jaxablate sweep``."""
+def add_study_arguments(parser: argparse.ArgumentParser, *, metric_help: str) -> None:
+    """Register what every study command reads: model, inputs, components, ablation, metric."""
     a = parser.add_argument
     a("--model", required=True, help="model directory (jaxablate or HF format) or toy model name")
     a("--tokens", help=".npy file of int tokens [batch, seq] (or --prompts)")
@@ -273,12 +273,40 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     a("--components", default="heads", help="e.g. heads, heads:2-3, mlp, heads:0,mlp, L0H1")
     a("--ablation", choices=ABLATIONS, default="zero", help="replacement of removed components")
     a("--ref-tokens", help=".npy reference tokens (mean: averaged over; resample: sources)")
-    a(
-        "--metric",
-        type=_metric_spec,
-        default=None,  # loss with --tokens, logit_diff with --prompts
-        help="loss (next-token loss at every position), accuracy, kl (KL divergence from the "
-        "clean model), task (a shipped model's task metric, the one the demo reports), "
+    # default None: loss with --tokens, logit_diff with --prompts (set by load_study)
+    a("--metric", type=_metric_spec, default=None, help=metric_help)
+
+
+def load_study(args: argparse.Namespace) -> tuple[Transformer, Components, Any, Any, Ablation]:
+    """The model, components, inputs (tokens or Prompts), metric and ablation that
+    :func:`add_study_arguments`'s options name; ``args.metric`` gets its default.
+
+    Raises:
+        ValueError: an option that cannot be used (the message names it).
+    """
+    model = resolve_model(args.model)
+    prompts = load_prompts(args, model)  # --prompts FILE.jsonl, else None
+    vocab = model.config.vocab_size
+    tokens = _load_tokens(args.tokens, "--tokens", vocab) if prompts is None else prompts
+    args.metric = args.metric or ("loss" if prompts is None else "logit_diff")
+    ref = None
+    if args.ref_tokens is not None:
+        ref = _load_tokens(args.ref_tokens, "--ref-tokens", vocab)
+    comps = parse_components(model.config, args.components)
+    metric = _metric(args.metric, model, tokens, args.model)
+    return model, comps, tokens, metric, _ablation(args.ablation, model, tokens, ref)
+
+
+# ------------------------------------------------------------------------------ sweep
+
+
+def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the options of ``jaxablate sweep``."""
+    a = parser.add_argument
+    add_study_arguments(
+        parser,
+        metric_help="loss (next-token loss at every position), accuracy, kl (KL divergence from "
+        "the clean model), task (a shipped model's task metric, the one the demo reports), "
         "task:NAME (one of the task's named metrics, e.g. task:repeat_accuracy) or "
         "logit_diff:CORRECT:WRONG[:POSITION] (logit of token CORRECT minus WRONG at POSITION, "
         "default -1; evaluated at that position only); with --prompts also logit_diff (each "
@@ -360,20 +388,10 @@ def _sweep_and_report(args: argparse.Namespace) -> int:
     try:
         if os.path.exists(args.out) and not os.path.isdir(args.out):
             raise ValueError(f"--out {args.out} is a file, not a directory: give a directory")
-        model = resolve_model(args.model)
-        prompts = load_prompts(args, model)  # --prompts FILE.jsonl, else None
-        vocab = model.config.vocab_size
-        tokens = _load_tokens(args.tokens, "--tokens", vocab) if prompts is None else prompts
-        args.metric = args.metric or ("loss" if prompts is None else "logit_diff")
-        ref = (
-            None
-            if args.ref_tokens is None
-            else _load_tokens(args.ref_tokens, "--ref-tokens", vocab)
-        )
-        comps = parse_components(model.config, args.components)
+        model, comps, tokens, metric, ablation = load_study(args)
         options: dict[str, Any] = {
-            "metric": _metric(args.metric, model, tokens, args.model),
-            "ablation": _ablation(args.ablation, model, tokens, ref),
+            "metric": metric,
+            "ablation": ablation,
             "chunk_size": args.chunk_size,
             "eval_chunk_size": args.eval_chunk_size,
             "progress": not args.no_progress,
