@@ -38,7 +38,6 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -87,22 +86,10 @@ LARGE = dict(
 )
 
 
-def matmul_rate(dtype: str, n: int, reps: int) -> float:
-    """FLOP/s of a jitted ``[n, n] @ [n, n]`` matmul in ``dtype``."""
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32).astype(dtype)
-    f = jax.jit(lambda x: x @ x)
-    f(a).block_until_ready()
-    start = time.perf_counter()
-    for _ in range(reps):
-        out = f(a)
-    out.block_until_ready()
-    return 2 * n**3 * reps / (time.perf_counter() - start)
-
-
 def peaks(device: jax.Device, quick: bool) -> dict:
     """The device's peak FLOP/s per dtype (table or measured) and the measured matmul rates."""
     n, reps = (512, 3) if quick else ((2048, 10) if device.platform == "cpu" else (8192, 20))
-    measured = {d: matmul_rate(d, n, reps) for d in ("float32", "bfloat16")}
+    measured = {d: bench_eval.matmul_peak(n, reps, d) for d in ("float32", "bfloat16")}
     table = next((p for pattern, p in PEAKS if re.search(pattern, device.device_kind)), None)
     if table is None:
         source, peak = "measured matmul (no datasheet entry)", dict(measured, tf32=None)

@@ -87,9 +87,10 @@ def forward_flops(cfg: ja.ModelConfig, batch: int, seq: int) -> float:
     return cfg.n_layers * per_layer + 2 * tokens * cfg.d_model * cfg.vocab_size
 
 
-def matmul_peak(n: int = 2048, reps: int = 10) -> float:
-    """FLOP/s of a jitted float32 [n, n] @ [n, n] matmul."""
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+def matmul_peak(n: int = 2048, reps: int = 10, dtype: str = "float32") -> float:
+    """FLOP/s of a jitted ``[n, n] @ [n, n]`` matmul in ``dtype`` (also used by device.py and
+    gpt2_small.py)."""
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32).astype(dtype)
     f = jax.jit(lambda x: x @ x)
     f(a).block_until_ready()
     start = time.perf_counter()

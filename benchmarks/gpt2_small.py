@@ -75,21 +75,6 @@ def subset_flops(workload: str, metric: str) -> float:
     return BATCH * (total + 2 * reads * d * cols)
 
 
-def matmul_peak(n: int = 2048, reps: int = 10) -> float:
-    """FLOP/s of a jitted float32 ``[n, n] @ [n, n]`` matmul."""
-    import jax
-    import jax.numpy as jnp
-
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    f = jax.jit(lambda x: x @ x)
-    f(a).block_until_ready()
-    start = time.perf_counter()
-    for _ in range(reps):
-        out = f(a)
-    out.block_until_ready()
-    return 2 * n**3 * reps / (time.perf_counter() - start)
-
-
 def peak_rss_gib() -> float:
     """Peak resident set of this process (Linux ``ru_maxrss`` is in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
@@ -337,6 +322,9 @@ def main() -> None:
     n_w1, n_w2 = (32, 512) if args.quick else (256, 4096)
     args.tl_rows = args.tl_rows or (32 if args.quick else 64)
     import jax
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from evaluate import matmul_peak  # the parent only: TL children never import jax
 
     peak = matmul_peak()
     print(f"matmul peak {peak / 1e9:.0f} GFLOP/s, load {os.getloadavg()}", flush=True)
