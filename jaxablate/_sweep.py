@@ -303,7 +303,9 @@ def _plan(
         "poll_interval", options["poll_interval"], what="a finite number of seconds > 0"
     )
     if options["poll_interval"] <= 0:
-        raise ValueError("poll_interval must be a finite number of seconds > 0, got 0.0")
+        raise ValueError(
+            f"poll_interval must be a finite number of seconds > 0, got {options['poll_interval']}"
+        )
     record = _manifest(model, comps, tokens, replacement, metric, rows_entry, n_rows)
 
     def build(existing: dict[str, Any] | None) -> dict[str, Any]:
