@@ -93,9 +93,7 @@ def _tree_group(
     def at_last(layer: int) -> np.ndarray | None:
         return queries if layer == last else None
 
-    resid = model.embed(run_tokens)
-    for layer in range(layers[0]):
-        resid = model.block(layer, resid, None, None)
+    resid = model.unmasked_blocks(0, layers[0], model.embed(run_tokens))
     nodes = resid[None]
     for j, layer in enumerate(layers):
         stop = layers[j + 1] if j + 1 < len(layers) else last + 1
@@ -105,9 +103,12 @@ def _tree_group(
 
         def child(p: jax.Array, m: Masks, nodes=nodes, z=z, layer=layer, stop=stop) -> jax.Array:
             r = model.block(layer, nodes[p], m, replacement, z=z[p], queries=at_last(layer))
-            for later in range(layer + 1, stop):
-                r = model.block(later, r, None, None, queries=at_last(later))
-            return r
+            if stop <= layer + 1:
+                return r
+            # the last layer reads only the metric's positions: it runs on its own
+            reads_last = stop == last + 1 and queries is not None
+            r = model.unmasked_blocks(layer + 1, stop - reads_last, r)
+            return model.block(last, r, None, None, queries=queries) if reads_last else r
 
         def row_metric(p: jax.Array, m: Masks, child=child) -> jax.Array:
             logits = model.unembed(child(p, m), metric.columns)

@@ -105,7 +105,9 @@ class Norm(nnx.Module):
         self.w = nnx.Param(jnp.full((*lead, width), 1.0 - offset, dtype))
         self.b = nnx.Param(jnp.zeros((*lead, width), dtype)) if kind == "layernorm" else None
 
-    def apply(self, x: Float[Array, "*batch width"], *index: int) -> Float[Array, "*batch width"]:
+    def apply(
+        self, x: Float[Array, "*batch width"], *index: int | jax.Array
+    ) -> Float[Array, "*batch width"]:
         """Normalise ``x`` over its last axis with the parameters at ``index`` of the stack."""
         x32 = x.astype(jnp.float32)
         lead = (1,) * (x.ndim - 1)
@@ -318,12 +320,14 @@ class Transformer(nnx.Module):
 
     def _qkv(
         self,
-        layer: int,
+        layer: int | jax.Array,
         x: Float[Array, "batch seq d_model"],
         queries: np.ndarray | None,
+        like: int,
     ) -> tuple[jax.Array, jax.Array, jax.Array]:
         """Queries ``[b, q, H, E]`` at ``queries``, keys and values ``[b, s, H, E]`` (key/value
-        heads repeated to their query heads), qk-normed and rotated where configured."""
+        heads repeated to their query heads), qk-normed and rotated where configured (with the
+        rotary frequencies of layer ``like``, see :meth:`attn_z`)."""
         cfg, a = self.config, self.attn
         x_q = take_positions(x, queries)
         q = jnp.einsum("bsd,hde->bshe", x_q, a.W_Q[layer]) + a.b_Q[layer][None, None]
@@ -332,7 +336,7 @@ class Transformer(nnx.Module):
         if a.q_norm is not None and a.k_norm is not None:
             q, k = a.q_norm.apply(q, layer), a.k_norm.apply(k, layer)
         if cfg.positions == "rotary":
-            inv_freq = rope_inv_freq(cfg, layer)
+            inv_freq = rope_inv_freq(cfg, like)
             keys = np.arange(x.shape[1])
             q = _rotate(q, keys if queries is None else np.asarray(queries), inv_freq)
             k = _rotate(k, keys, inv_freq)
@@ -343,11 +347,12 @@ class Transformer(nnx.Module):
 
     def attn_z(
         self,
-        layer: int,
+        layer: int | jax.Array,
         resid: Float[Array, "batch seq d_model"],
         queries: np.ndarray | None = None,
         *,
         patterns: list[jax.Array] | None = None,
+        like: int | None = None,
     ) -> Float[Array, "batch query head d_head"]:
         """Each query head's output ``z`` at ``layer`` (attention-weighted values).
 
@@ -359,14 +364,20 @@ class Transformer(nnx.Module):
                 position.
             patterns: A list to append the attention pattern to: the softmax probabilities
                 ``[batch, head, query, key]`` (in the model dtype) that mix the values.
+            like: A layer whose sliding window and rotary frequencies ``layer`` shares, for a
+                traced ``layer`` (under ``jax.lax.scan``, see :meth:`unmasked_blocks`);
+                ``None``: ``layer`` itself (then a Python int).
         """
         cfg = self.config
-        q, k, v = self._qkv(layer, self.ln1.apply(resid, layer), queries)
+        if like is None:
+            assert isinstance(layer, int), "a traced layer needs a static `like` layer"
+            like = layer
+        q, k, v = self._qkv(layer, self.ln1.apply(resid, layer), queries, like)
         scale = 1.0 / math.sqrt(cfg.d_head) if cfg.attn_scale is None else cfg.attn_scale
         scores = jnp.einsum("bqhe,bkhe->bhqk", q, k).astype(jnp.float32) * scale
         if cfg.attn_softcap is not None:
             scores = cfg.attn_softcap * jnp.tanh(scores / cfg.attn_softcap)
-        sliding = cfg.sliding_window is not None and cfg.is_sliding(layer)
+        sliding = cfg.sliding_window is not None and cfg.is_sliding(like)
         allowed = _allowed(resid.shape[1], queries, cfg.sliding_window if sliding else None)
         scores = jnp.where(allowed, scores, jnp.finfo(jnp.float32).min)
         pattern = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
@@ -375,7 +386,7 @@ class Transformer(nnx.Module):
         return jnp.einsum("bhqk,bkhe->bqhe", pattern, v)
 
     def mix_heads(
-        self, layer: int, z: Float[Array, "batch seq head d_head"]
+        self, layer: int | jax.Array, z: Float[Array, "batch seq head d_head"]
     ) -> Float[Array, "batch seq d_model"]:
         """The attention block's output from (possibly masked) head outputs: the output
         projection plus its bias, then ``ln1_post`` when the config has post norms."""
@@ -385,7 +396,7 @@ class Transformer(nnx.Module):
         return out if self.ln1_post is None else self.ln1_post.apply(out, layer)
 
     def mlp_out(
-        self, layer: int, resid_mid: Float[Array, "batch seq d_model"]
+        self, layer: int | jax.Array, resid_mid: Float[Array, "batch seq d_model"]
     ) -> Float[Array, "batch seq d_model"]:
         """The MLP block's output at ``layer`` (before it joins the residual stream).
 
@@ -432,13 +443,15 @@ class Transformer(nnx.Module):
 
     def block(
         self,
-        layer: int,
+        layer: int | jax.Array,
         resid: Float[Array, "batch seq d_model"],
         masks: Masks | None,
         replacement: Ablation | None,
         z: Float[Array, "batch query head d_head"] | None = None,
         queries: np.ndarray | None = None,
         record: list[tuple[jax.Array, jax.Array, jax.Array]] | None = None,
+        *,
+        like: int | None = None,
     ) -> Float[Array, "batch query d_model"]:
         """One block with its components masked.
 
@@ -457,15 +470,17 @@ class Transformer(nnx.Module):
                 position still feeds attention); ``None``: every position.
             record: A list to append the block's ``(z, attn, mlp)`` outputs to (after masking;
                 ``mlp`` is zeros for attention-only models).
+            like: See :meth:`attn_z` (a traced ``layer`` runs unmasked only).
         """
         if z is None:
-            z = self.attn_z(layer, resid, queries)
+            z = self.attn_z(layer, resid, queries, like=like)
         seq = resid.shape[1]
         resid = take_positions(resid, queries)
         mix = None if masks is None or replacement is None else (masks, replacement)
+        assert mix is None or isinstance(layer, int), "masked blocks take a static layer"
 
         def blend(name: str, c: jax.Array, r: jax.Array | None) -> jax.Array:
-            assert mix is not None
+            assert mix is not None and isinstance(layer, int)
             return _blend(c, mix[0].at_layer(name, layer, seq, queries), _at(r, layer, queries))
 
         if mix is not None:
@@ -484,6 +499,35 @@ class Transformer(nnx.Module):
             resid = mid
         if record is not None:
             record.append((z, attn, mlp))
+        return resid
+
+    def unmasked_blocks(
+        self, start: int, stop: int, resid: Float[Array, "batch seq d_model"]
+    ) -> Float[Array, "batch seq d_model"]:
+        """Blocks ``start .. stop - 1`` unmasked at every position: what
+        ``block(layer, resid, None, None)`` for each layer in turn gives.
+
+        Each run of two or more consecutive alike layers (the same sliding-window setting, so the
+        same attention mask and rotary frequencies) goes through one ``jax.lax.scan`` over the
+        stacked weights, so a compiled program holds one copy of the block per run instead of
+        one per layer: XLA's compile time grows with the copies (on CPU, about 0.1-0.2 s per
+        block of a d256 model and more for wider ones), and a study of the last layers of a
+        deep model would otherwise compile every earlier layer.
+        """
+        cfg, layer = self.config, start
+        while layer < stop:
+            end = layer + 1
+            while end < stop and cfg.is_sliding(end) == cfg.is_sliding(layer):
+                end += 1
+            if end - layer == 1:
+                resid = self.block(layer, resid, None, None)
+            else:
+
+                def step(r: jax.Array, i: jax.Array, like: int = layer) -> tuple[jax.Array, None]:
+                    return self.block(i, r, None, None, like=like), None
+
+                resid, _ = jax.lax.scan(step, resid, jnp.arange(layer, end))
+            layer = end
         return resid
 
     # ----------------------------------------------------------------------------- forward
