@@ -116,16 +116,16 @@ def test_resample_takes_the_corrupted_prompts(setup):
 
 @pytest.mark.slow
 def test_explicit_tokenizer_for_a_model_without_one(setup, tmp_path, capsys):
-    _, root, _ = setup
+    hf, root, tok_obj = setup
     ja.save_model(ja.from_hf(root / "model"), tmp_path / "ours")  # jaxablate format: no tokenizer
     argv = ["sweep", "--model", str(tmp_path / "ours"), "--prompts", str(root / "prompts.jsonl")]
     assert main([*argv, "--out", str(tmp_path / "a"), "--no-progress"]) == 2
     assert "--prompts needs --tokenizer NAME_OR_DIR" in capsys.readouterr().err
     tok = ["--tokenizer", str(root / "tok")]
     assert main([*argv, *tok, "--out", str(tmp_path / "b"), "--no-progress"]) == 0
-    np.testing.assert_allclose(
-        ja.load_sweep(tmp_path / "b")[0], ja.load_sweep(root / "zero")[0], atol=1e-6
-    )
+    # against transformers itself (not another test's sweep: tests may run apart under xdist)
+    values, _ = ja.load_sweep(tmp_path / "b")
+    np.testing.assert_allclose(values, _torch_values(hf, tok_obj), atol=2e-4, rtol=0)
 
 
 def _args(root, **kw):
