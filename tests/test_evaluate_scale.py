@@ -14,6 +14,7 @@ from flax import nnx
 import jaxablate as ja
 from jaxablate import _chunking
 from jaxablate._evaluate import run
+from tests._xla import subprocess_xla_flags
 
 CFG = ja.ModelConfig(
     n_layers=4, n_heads=3, d_model=24, d_head=8, d_mlp=40, vocab_size=31, n_ctx=12, init_std=0.3
@@ -149,9 +150,8 @@ def test_sharded_over_four_cpu_devices_equals_one(tmp_path, model, tokens):
         print(json.dumps(out))
         """
     )
-    env = dict(
-        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu"
-    )
+    flags = subprocess_xla_flags("--xla_force_host_platform_device_count=4")
+    env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
     done = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
     )

@@ -50,6 +50,7 @@ import jaxablate as ja
 from jaxablate import plots, recovery
 from jaxablate.recovery import RecoveryResult, recover
 from tests._compile import compilations, no_new_compilations
+from tests._xla import subprocess_xla_flags
 
 CFG = ja.ModelConfig(n_layers=2, n_heads=2, d_model=32, d_head=8, d_mlp=64, vocab_size=8, n_ctx=12)
 PERIOD, SEQ, BATCH = 3, 12, 16
@@ -454,9 +455,8 @@ def test_runs_sharded_over_devices_equal_one_device_and_resume_across(setup, tmp
         np.savez({str(tmp_path / "out.npz")!r}, metric=out.metric, **arrays)
         """
     )
-    env = dict(
-        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu"
-    )
+    flags = subprocess_xla_flags("--xla_force_host_platform_device_count=2")
+    env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
     subprocess.run([sys.executable, "-c", script], env=env, check=True)
     sharded = dict(np.load(tmp_path / "out.npz"))
     abl = ja.ablation.mean(model, train)

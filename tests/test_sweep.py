@@ -19,6 +19,7 @@ from flax import nnx
 import jaxablate as ja
 from jaxablate._evaluate import _naive_chunk
 from tests._compile import no_new_compilations
+from tests._xla import subprocess_xla_flags
 
 WORKER = Path(__file__).with_name("_sweep_worker.py")
 CFG = ja.ModelConfig(
@@ -320,7 +321,7 @@ def _env():
     """A subprocess's environment: CPU, strict JAX, this checkout first on the import path."""
     env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUMPY_RANK_PROMOTION="raise")
     env["PYTHONPATH"] = os.pathsep.join([str(WORKER.parent.parent), env.get("PYTHONPATH", "")])
-    env.pop("XLA_FLAGS", None)
+    env["XLA_FLAGS"] = subprocess_xla_flags()  # the run's opt level, no device-count flags
     return env
 
 

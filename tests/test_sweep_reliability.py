@@ -25,6 +25,7 @@ from flax import nnx
 
 import jaxablate as ja
 from jaxablate._files import atomic_write, remove_stale_temps
+from tests._xla import subprocess_xla_flags
 from tests.test_sweep import CFG, WORKER, _env, loop_values
 
 ALL = list(range(6))  # 16 rows in chunks of 3
@@ -123,7 +124,7 @@ def test_split_over_workers_and_devices_is_bit_identical(setup, tmp_path):
     """Worker 0/2 on two (forced CPU) devices and worker 1/2 on one device, at the same time,
     return exactly the table of one unsplit process on one device."""
     out = tmp_path / "s"
-    two = dict(_env(), XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    two = dict(_env(), XLA_FLAGS=subprocess_xla_flags("--xla_force_host_platform_device_count=2"))
     args = ("--chunk-size", "4", "--eval-chunk-size", "auto")
     reports = [tmp_path / f"report{i}.json" for i in range(2)]
     procs = [
