@@ -8,11 +8,14 @@ test run's optimisation level plus its own flags, and nothing else from ``XLA_FL
 
 import os
 
-#: What conftest adds to ``XLA_FLAGS`` (unless ``JAXABLATE_TEST_XLA_OPT=1``).
-OPT_FLAG = "--xla_backend_optimization_level=0"
+#: The flag's name, and what conftest adds to ``XLA_FLAGS`` (unless ``JAXABLATE_TEST_XLA_OPT=1``).
+OPT_NAME = "--xla_backend_optimization_level"
+OPT_FLAG = f"{OPT_NAME}=0"
 
 
-def subprocess_xla_flags(*extra: str) -> str:
-    """This run's optimisation-level flag (if any) followed by ``extra``."""
-    ours = [f for f in os.environ.get("XLA_FLAGS", "").split() if f.startswith(OPT_FLAG[:32])]
+def subprocess_xla_flags(*extra: str, opt: bool = True) -> str:
+    """This run's optimisation-level flag (if any; none with ``opt=False``, so XLA's default)
+    followed by ``extra``."""
+    flags = os.environ.get("XLA_FLAGS", "").split()
+    ours = [f for f in flags if opt and f.startswith(OPT_NAME)]
     return " ".join([*ours, *extra])

@@ -18,12 +18,12 @@ import os
 import jax
 import pytest
 
-from tests._xla import OPT_FLAG
+from tests._xla import OPT_FLAG, OPT_NAME
 
 os.environ["JAXABLATE_COMPILE_CACHE"] = "0"
 if os.environ.get("JAXABLATE_TEST_XLA_OPT") != "1":
     _flags = os.environ.get("XLA_FLAGS", "")
-    if "--xla_backend_optimization_level" not in _flags:
+    if OPT_NAME not in _flags:
         os.environ["XLA_FLAGS"] = f"{_flags} {OPT_FLAG}".strip()
 jax.config.update("jax_numpy_rank_promotion", "raise")
 

@@ -19,7 +19,7 @@ from flax import nnx
 import jaxablate as ja
 from jaxablate import tasks
 from jaxablate.models import pretrained
-from tests._xla import OPT_FLAG
+from tests._xla import subprocess_xla_flags
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -350,9 +350,8 @@ def test_full_retrain_of_modadd_is_as_good_as_shipped(train_toy, tmp_path):
     XLA's default optimisation: a long training run is bound by run time, not compile time, and
     took 133 s at the tests' ``-O0`` against about 50 s (see ``tests/conftest.py``).
     """
-    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if f != OPT_FLAG]
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-    env = dict(os.environ, XLA_FLAGS=" ".join(flags), PYTHONPATH=path)
+    env = dict(os.environ, XLA_FLAGS=subprocess_xla_flags(opt=False), PYTHONPATH=path)
     script = str(ROOT / "scripts" / "train_toy.py")
     cmd = [sys.executable, script, "modadd-1l", "--out", str(tmp_path), "--quiet"]
     subprocess.run(cmd, env=env, check=True)
