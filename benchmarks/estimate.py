@@ -41,6 +41,7 @@ from flax import nnx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jaxablate as ja
+from jaxablate import _pair_estimates, _sampling
 from jaxablate import estimate as est
 from jaxablate import interactions as ia
 from tests._games import TableGame, and_or_game
@@ -195,7 +196,7 @@ def _centred_sii(game, budget: int, key) -> ja.Estimate:
     """The plain centred SII estimator (the default before the regression adjustment, and
     still the one for more than 63 players), for comparison."""
     checker = est.Budget(game, budget)
-    return est._sii_pairs(checker, est._rng(key))
+    return _pair_estimates.sii_pairs(checker, _sampling.rng_of(key))
 
 
 def pairs_accuracy(games, budgets, seeds) -> list[dict]:

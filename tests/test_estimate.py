@@ -16,8 +16,8 @@ import pytest
 from flax import nnx
 
 import jaxablate as ja
+from jaxablate import _pair_estimates, _sampling, estimate_cli
 from jaxablate import estimate as est
-from jaxablate import estimate_cli
 from jaxablate import interactions as ia
 from jaxablate.games import Budget
 from tests._games import TableGame, and_or_game
@@ -307,7 +307,7 @@ def test_sii_regression_agrees_with_exact_sii_within_stderr_and_beats_the_centre
         e = est.pairs(game, budget=150, key=jax.random.key(s))
         err.append(e.values[iu, ju] - exact[iu, ju])
         z.append(np.abs(err[-1]) / np.maximum(e.stderr[iu, ju], 1e-300))
-        old = est._sii_pairs(Budget(game, 150), est._rng(jax.random.key(s)))
+        old = _pair_estimates.sii_pairs(Budget(game, 150), _sampling.rng_of(jax.random.key(s)))
         plain.append(old.values[iu, ju] - exact[iu, ju])
     assert np.mean(np.stack(z) <= 2) >= 0.88
     bias_z = np.mean(err, axis=0) / (np.std(err, axis=0, ddof=1) / np.sqrt(10))
@@ -331,7 +331,7 @@ def test_sii_uses_the_centred_estimator_beyond_the_pair_limit(monkeypatch):
     game = and_or_game(12, 2)
     monkeypatch.setattr(est, "SII_MAX_PAIRS", 65)  # 66 pairs at n = 12: the plain estimator
     a = est.pairs(game, budget=300, key=jax.random.key(1))
-    b = est._sii_pairs(Budget(game, 300), est._rng(jax.random.key(1)))
+    b = _pair_estimates.sii_pairs(Budget(game, 300), _sampling.rng_of(jax.random.key(1)))
     np.testing.assert_array_equal(a.values, b.values)
     np.testing.assert_array_equal(a.stderr, b.stderr)
 
