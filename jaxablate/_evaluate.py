@@ -243,7 +243,9 @@ class _Runner:
         return _Prepared(rows[take], keys, order, sizes, chunk, group, n_rows, inner)
 
     def run_chunk(self, prep: "_Prepared", index: int) -> jax.Array:
-        """Dispatch chunk ``index`` (asynchronously); returns ``[chunk, batch]`` on device."""
+        """Dispatch chunk ``index`` (asynchronously); returns ``[groups, group, batch]`` on
+        device (reshaped on the host: an eager reshape compiles a program in a fresh
+        process)."""
         start, stop = index * prep.chunk, (index + 1) * prep.chunk
         rows = prep.rows[start:stop]
         state, tokens, replacement, metric = self.args
@@ -264,7 +266,7 @@ class _Runner:
             reps_arr = tuple(np.stack(s) for s in zip(*reps, strict=True))
             parents_arr, reps_arr = _put((parents_arr, reps_arr), self.mesh, sharded=True)
             out = _tree_chunk(state, tokens, parents_arr, reps_arr, replacement, metric, **static)
-        return out.reshape(prep.chunk, -1)
+        return out
 
 
 class _Prepared:
@@ -344,7 +346,8 @@ def run(
         )
     prep = runner.prepare(rows_arr, plan)
     outputs = [runner.run_chunk(prep, i) for i in range(prep.n_chunks)]
-    values = prep.unsort(np.concatenate([np.asarray(o) for o in outputs], axis=0))
+    host = [np.asarray(o).reshape(prep.chunk, -1) for o in outputs]
+    values = prep.unsort(np.concatenate(host, axis=0))
     return Evaluation(per_example=values, plan=plan)
 
 

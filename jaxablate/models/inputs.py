@@ -160,7 +160,8 @@ class Ablation:
         for name, feat in (("z", (H, E)), ("attn", (D,)), ("mlp", (D,))):
             r = getattr(self, name)
             if r is None:
-                out[name] = jnp.zeros((L, 1, 1, *feat), jnp.dtype(cfg.dtype))
+                # host zeros: an eager jnp.zeros compiles two programs in a fresh process
+                out[name] = np.zeros((L, 1, 1, *feat), jnp.dtype(cfg.dtype))
                 continue
             shape = tuple(r.shape)
             expected = f"[{L}, 1 or {batch}, 1 or {seq}, {', '.join(map(str, feat))}]"
