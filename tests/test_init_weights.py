@@ -19,12 +19,13 @@ def _draw(key: jax.Array, index: int, shape: tuple[int, ...], std: float, dtype)
     return np.asarray(x.astype(dtype))
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_weights_are_the_seeded_draws_in_order(dtype):
-    cfg = ja.ModelConfig(**CFG, dtype=dtype)
+# d_mlp 48: MLP draws of 1536 values, cut from a draw of 2048 (see transformer._normal)
+@pytest.mark.parametrize(("dtype", "F"), [("float32", 32), ("bfloat16", 32), ("float32", 48)])
+def test_weights_are_the_seeded_draws_in_order(dtype, F):
+    cfg = ja.ModelConfig(**{**CFG, "d_mlp": F}, dtype=dtype)
     rngs = nnx.Rngs(7)
     model = ja.Transformer(cfg, rngs=rngs)
-    key, std, (L, H, D, E, F, V) = jax.random.key(7), cfg.init_std, (2, 2, 16, 8, 32, 40)
+    key, std, (L, H, D, E, V) = jax.random.key(7), cfg.init_std, (2, 2, 16, 8, 40)
     expected = {  # GPT-2 defaults: learned positions, tied embeddings; the order of the draws
         "W_E": ((V, D), std),
         "W_pos": ((8, D), std / 2),
@@ -45,6 +46,14 @@ def test_weights_are_the_seeded_draws_in_order(dtype):
     assert int(rngs.params.count[...]) == len(expected)  # the stream advanced as many draws
     np.testing.assert_array_equal(np.asarray(model.ln1.w[...]), np.ones((L, D), dtype))
     np.testing.assert_array_equal(np.asarray(model.attn.b_Q[...]), np.zeros((L, H, E), dtype))
+
+
+def test_without_partitionable_threefry_the_draws_are_made_at_their_own_size():
+    cfg = ja.ModelConfig(**CFG)
+    with jax.threefry_partitionable(False):  # a draw's first values are then not a short draw
+        model = ja.Transformer(cfg, rngs=nnx.Rngs(7))
+        want = _draw(jax.random.key(7), 0, (40, 16), cfg.init_std, "float32")  # 640 values
+    np.testing.assert_array_equal(np.asarray(model.W_E[...]), want)
 
 
 def test_a_second_model_of_a_config_compiles_nothing(caplog):

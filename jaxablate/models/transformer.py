@@ -22,6 +22,7 @@ Everything is computed in the model dtype except norm statistics, the attention 
 logits, which are float32.
 """
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -30,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.core import Tracer
 from jaxtyping import Array, Float, Int
 
 from jaxablate import _compile_cache
@@ -69,17 +71,52 @@ class Activations(NamedTuple):
     mlp: Float[Array, "layer batch seq d_model"]
 
 
-def _normal(rngs: nnx.Rngs, shape: tuple[int, ...], std: float, dtype: jnp.dtype) -> jax.Array:
-    """``std`` times a standard normal draw from ``rngs.params()``, cast to ``dtype``.
+_PARTITIONABLE = "jax_threefry_partitionable"  # a flag with a context manager: no config.read
 
-    The draw is flat, then reshaped: the same values as a draw of ``shape`` (threefry counts
-    elements in row-major order), but XLA's CPU compiler takes seconds over a rank-4 draw and a
-    fraction of that over a flat one. The barrier keeps XLA from folding ``std`` into the draw
-    under ``jit`` (see :func:`_init_weights`), so the values are bit for bit an eager call's.
+#: Smallest draw, in elements: weights are drawn in powers of two from here up (see _normal).
+MIN_DRAW = 2**10
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _standard_normal(key: jax.Array, size: int) -> Float[Array, " size"]:
+    return jax.random.normal(key, (size,), jnp.float32)
+
+
+def _draw_size(n: int) -> int:
+    """The draw that holds ``n`` values: ``n`` rounded up to a power of two, at least
+    :data:`MIN_DRAW` (``n`` itself without threefry's partitionable counters)."""
+    if not getattr(jax.config, _PARTITIONABLE):
+        return n
+    return max(MIN_DRAW, 1 << (n - 1).bit_length())
+
+
+def _normal(rngs: nnx.Rngs, shape: tuple[int, ...], std: float, dtype: jnp.dtype) -> jax.Array:
+    """``std`` times a standard normal draw of ``shape`` from ``rngs.params()``, cast to
+    ``dtype``: bit for bit ``(std * jax.random.normal(key, shape)).astype(dtype)``.
+
+    XLA's CPU compiler spends about a quarter of a second on each size of draw, whatever the
+    size, so a draw compiled per weight shape costs a fresh process seconds per config. Here
+    the draw is flat and of a power-of-two size (one compiled program per size, shared by every
+    weight of every config, and kept by the persistent compilation cache), cut to the weight's
+    values: with threefry's partitionable counters (jax's default) the first ``n`` values of a
+    draw are the draw of ``n``, and a flat draw reshaped is the draw of the shape (threefry
+    counts elements in row-major order). The scale and cast run on the host (one IEEE multiply
+    and a round to nearest even, as on the device). Under a trace (``nnx.eval_shape``) the
+    draw is traced at its own size.
     """
-    flat = jax.random.normal(rngs.params(), (math.prod(shape),), jnp.float32)
-    draw = jax.lax.optimization_barrier(flat).reshape(shape)
-    return (std * draw).astype(dtype)
+    key = rngs.params()
+    n = math.prod(shape)
+    if isinstance(key, Tracer):
+        flat = jax.lax.optimization_barrier(jax.random.normal(key, (n,), jnp.float32))
+        return (std * flat.reshape(shape)).astype(dtype)
+    flat = np.asarray(_standard_normal(key, _draw_size(n)))[:n]
+    return jax.device_put((np.float32(std) * flat.reshape(shape)).astype(dtype))
+
+
+def _full(shape: tuple[int, ...], value: float, dtype: jnp.dtype) -> jax.Array:
+    """A constant weight, made on the host and put on the device (an eager ``jnp.full`` or
+    ``jnp.asarray`` compiles a program per shape)."""
+    return jax.device_put(np.full(shape, value, dtype))
 
 
 class Norm(nnx.Module):
@@ -102,8 +139,8 @@ class Norm(nnx.Module):
         self.kind = kind
         self.eps = eps
         self.offset = offset
-        self.w = nnx.Param(jnp.full((*lead, width), 1.0 - offset, dtype))
-        self.b = nnx.Param(jnp.zeros((*lead, width), dtype)) if kind == "layernorm" else None
+        self.w = nnx.Param(_full((*lead, width), 1.0 - offset, dtype))
+        self.b = nnx.Param(_full((*lead, width), 0.0, dtype)) if kind == "layernorm" else None
 
     def apply(
         self, x: Float[Array, "*batch width"], *index: int | jax.Array
@@ -144,10 +181,10 @@ class Attention(nnx.Module):
         self.W_K = nnx.Param(_normal(rngs, (L, KV, D, E), std, dtype))
         self.W_V = nnx.Param(_normal(rngs, (L, KV, D, E), std, dtype))
         self.W_O = nnx.Param(_normal(rngs, (L, H, E, D), std, dtype))
-        self.b_Q = nnx.Param(jnp.zeros((L, H, E), dtype))
-        self.b_K = nnx.Param(jnp.zeros((L, KV, E), dtype))
-        self.b_V = nnx.Param(jnp.zeros((L, KV, E), dtype))
-        self.b_O = nnx.Param(jnp.zeros((L, D), dtype))
+        self.b_Q = nnx.Param(_full((L, H, E), 0.0, dtype))
+        self.b_K = nnx.Param(_full((L, KV, E), 0.0, dtype))
+        self.b_V = nnx.Param(_full((L, KV, E), 0.0, dtype))
+        self.b_O = nnx.Param(_full((L, D), 0.0, dtype))
         if cfg.qk_norm:  # always RMS norms (with the config's offset), over each head
             eps, offset = cfg.layer_norm_eps, cfg.norm_offset
             self.q_norm = Norm((L,), E, kind="rmsnorm", eps=eps, offset=offset, dtype=dtype)
@@ -163,12 +200,12 @@ class MLP(nnx.Module):
     def __init__(self, cfg: ModelConfig, dtype: jnp.dtype, rngs: nnx.Rngs):
         L, D, F = cfg.n_layers, cfg.d_model, cfg.d_mlp
         self.W_in = nnx.Param(_normal(rngs, (L, D, F), cfg.init_std, dtype))
-        self.b_in = nnx.Param(jnp.zeros((L, F), dtype))
+        self.b_in = nnx.Param(_full((L, F), 0.0, dtype))
         self.W_out = nnx.Param(_normal(rngs, (L, F, D), cfg.init_std, dtype))
-        self.b_out = nnx.Param(jnp.zeros((L, D), dtype))
+        self.b_out = nnx.Param(_full((L, D), 0.0, dtype))
         if cfg.gated_mlp:
             self.W_gate = nnx.Param(_normal(rngs, (L, D, F), cfg.init_std, dtype))
-            self.b_gate = nnx.Param(jnp.zeros((L, F), dtype))
+            self.b_gate = nnx.Param(_full((L, F), 0.0, dtype))
         else:
             self.W_gate = None
             self.b_gate = None
@@ -202,14 +239,14 @@ class _Weights(nnx.Module):
             self.W_U = nnx.Param(_normal(rngs, (D, cfg.vocab_size), cfg.init_std, dtype))
 
 
-@nnx.jit(static_argnums=0)
 def _init_weights(cfg: ModelConfig, rngs: nnx.Rngs) -> _Weights:
-    """The initial weights of ``cfg`` from ``rngs``, built by one compiled program per config.
+    """The initial weights of ``cfg`` from ``rngs``, in the order of their draws.
 
-    Built eagerly, every op of every shape (each draw, scale and cast) compiles on its own:
-    seconds in a fresh process. Under one ``jit`` the same ops with the same keys give the same
-    values (``rngs`` advances as it would eagerly), the program is compiled once per config
-    and ``rngs`` structure, and the persistent compilation cache keeps it for later processes.
+    Built eagerly op by op, every draw, scale and cast of every shape would compile on its own:
+    seconds in a fresh process. Here the draws go through one compiled program per
+    power-of-two size, shared by all configs (see :func:`_normal`), and everything else is
+    made on the host, so a new config compiles nothing and a fresh process a few small
+    programs (loaded from the persistent compilation cache after the first).
     """
     return _Weights(cfg, rngs)
 
@@ -285,7 +322,7 @@ class Transformer(nnx.Module):
             raise ValueError(f"rngs must be a flax.nnx.Rngs (e.g. nnx.Rngs(0)), got {rngs!r}")
         _compile_cache.enable()
         self.config = cfg
-        w = _init_weights(cfg, rngs)  # one compiled program per config (see _init_weights)
+        w = _init_weights(cfg, rngs)  # draws shared by all configs (see _init_weights)
         self.W_E, self.W_pos = w.W_E, w.W_pos
         self.ln1, self.ln1_post, self.attn = w.ln1, w.ln1_post, w.attn
         self.ln2, self.ln2_post, self.mlp = w.ln2, w.ln2_post, w.mlp
