@@ -19,7 +19,7 @@ def _draw(key: jax.Array, index: int, shape: tuple[int, ...], std: float, dtype)
     return np.asarray(x.astype(dtype))
 
 
-# d_mlp 48: MLP draws of 1536 values, cut from a draw of 2048 (see transformer._normal)
+# every draw is cut from one of MIN_DRAW values (see transformer._normal); d_mlp 48: 1536 values
 @pytest.mark.parametrize(("dtype", "F"), [("float32", 32), ("bfloat16", 32), ("float32", 48)])
 def test_weights_are_the_seeded_draws_in_order(dtype, F):
     cfg = ja.ModelConfig(**{**CFG, "d_mlp": F}, dtype=dtype)
