@@ -47,7 +47,7 @@ def cache_dir() -> Path | None:
     return Path(base) / "jaxablate" / "xla"
 
 
-def _flag(name: str) -> object:
+def config_flag(name: str) -> object:
     """A jax config flag's value (flags with a context manager are attributes; ``read`` refuses
     them)."""
     return getattr(jax.config, name)
@@ -67,7 +67,7 @@ def enable() -> str | None:
     Returns:
         The cache directory in use (``None``: no persistent cache).
     """
-    current = _flag("jax_compilation_cache_dir")
+    current = config_flag("jax_compilation_cache_dir")
     if current:
         return str(current)
     directory = cache_dir()
@@ -78,9 +78,9 @@ def enable() -> str | None:
     except OSError:
         return None  # an unwritable cache directory: compile as before, without warnings
     jax.config.update("jax_compilation_cache_dir", str(directory))
-    if _flag("jax_persistent_cache_min_compile_time_secs") == 1.0:  # JAX's default
+    if config_flag("jax_persistent_cache_min_compile_time_secs") == 1.0:  # JAX's default
         jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
-    unbounded = _flag("jax_compilation_cache_max_size") == -1  # JAX's default
+    unbounded = config_flag("jax_compilation_cache_max_size") == -1  # JAX's default
     if unbounded and importlib.util.find_spec("filelock") is not None:  # eviction needs it
         jax.config.update("jax_compilation_cache_max_size", MAX_CACHE_BYTES)
     return str(directory)

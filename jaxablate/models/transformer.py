@@ -71,8 +71,6 @@ class Activations(NamedTuple):
     mlp: Float[Array, "layer batch seq d_model"]
 
 
-_PARTITIONABLE = "jax_threefry_partitionable"  # a flag with a context manager: no config.read
-
 #: Smallest draw, in elements: weights are drawn in powers of two from here up (see _normal).
 #: A draw of 2^20 values (4 MB) takes about as long as a tiny one on a CPU (18 ms, mostly fixed
 #: costs), so every weight up to it, of every config, shares one compiled program.
@@ -87,7 +85,7 @@ def _standard_normal(key: jax.Array, size: int) -> Float[Array, " size"]:
 def _draw_size(n: int) -> int:
     """The draw that holds ``n`` values: ``n`` rounded up to a power of two, at least
     :data:`MIN_DRAW` (``n`` itself without threefry's partitionable counters)."""
-    if not getattr(jax.config, _PARTITIONABLE):
+    if not _compile_cache.config_flag("jax_threefry_partitionable"):
         return n
     return max(MIN_DRAW, 1 << (n - 1).bit_length())
 
@@ -213,46 +211,6 @@ class MLP(nnx.Module):
             self.b_gate = None
 
 
-class _Weights(nnx.Module):
-    """Every weight of a :class:`Transformer` of ``cfg``, drawn from ``rngs`` (see
-    :func:`_init_weights`)."""
-
-    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
-        dtype = jnp.dtype(cfg.dtype)
-        L, D = cfg.n_layers, cfg.d_model
-        self.W_E = nnx.Param(_normal(rngs, (cfg.vocab_size, D), cfg.init_std, dtype))
-        if cfg.positions == "learned":
-            self.W_pos = nnx.Param(_normal(rngs, (cfg.n_ctx, D), cfg.init_std / 2, dtype))
-        else:
-            self.W_pos = None
-        self.ln1 = _norm(cfg, (L,), D, dtype)
-        self.ln1_post = _norm(cfg, (L,), D, dtype) if cfg.post_norms else None
-        self.attn = Attention(cfg, dtype, rngs)
-        if cfg.attn_only:
-            self.ln2 = self.ln2_post = self.mlp = None
-        else:
-            self.ln2 = _norm(cfg, (L,), D, dtype)
-            self.ln2_post = _norm(cfg, (L,), D, dtype) if cfg.post_norms else None
-            self.mlp = MLP(cfg, dtype, rngs)
-        self.ln_final = _norm(cfg, (), D, dtype)
-        if cfg.tie_embeddings:
-            self.W_U = None
-        else:
-            self.W_U = nnx.Param(_normal(rngs, (D, cfg.vocab_size), cfg.init_std, dtype))
-
-
-def _init_weights(cfg: ModelConfig, rngs: nnx.Rngs) -> _Weights:
-    """The initial weights of ``cfg`` from ``rngs``, in the order of their draws.
-
-    Built eagerly op by op, every draw, scale and cast of every shape would compile on its own:
-    seconds in a fresh process. Here the draws go through one compiled program per
-    power-of-two size, shared by all configs (see :func:`_normal`), and everything else is
-    made on the host, so a new config compiles nothing and a fresh process a few small
-    programs (loaded from the persistent compilation cache after the first).
-    """
-    return _Weights(cfg, rngs)
-
-
 def rope_inv_freq(cfg: ModelConfig, layer: int) -> Float[np.ndarray, " half"]:
     """Rotary inverse frequencies of ``layer`` (float32, as ``transformers`` computes them).
 
@@ -324,11 +282,30 @@ class Transformer(nnx.Module):
             raise ValueError(f"rngs must be a flax.nnx.Rngs (e.g. nnx.Rngs(0)), got {rngs!r}")
         _compile_cache.enable()
         self.config = cfg
-        w = _init_weights(cfg, rngs)  # draws shared by all configs (see _init_weights)
-        self.W_E, self.W_pos = w.W_E, w.W_pos
-        self.ln1, self.ln1_post, self.attn = w.ln1, w.ln1_post, w.attn
-        self.ln2, self.ln2_post, self.mlp = w.ln2, w.ln2_post, w.mlp
-        self.ln_final, self.W_U = w.ln_final, w.W_U
+        # the weights in the order of their draws; each draw goes through a compiled program
+        # shared by all configs and the rest is made on the host (see _normal): a new config
+        # compiles nothing
+        dtype = jnp.dtype(cfg.dtype)
+        L, D = cfg.n_layers, cfg.d_model
+        self.W_E = nnx.Param(_normal(rngs, (cfg.vocab_size, D), cfg.init_std, dtype))
+        if cfg.positions == "learned":
+            self.W_pos = nnx.Param(_normal(rngs, (cfg.n_ctx, D), cfg.init_std / 2, dtype))
+        else:
+            self.W_pos = None
+        self.ln1 = _norm(cfg, (L,), D, dtype)
+        self.ln1_post = _norm(cfg, (L,), D, dtype) if cfg.post_norms else None
+        self.attn = Attention(cfg, dtype, rngs)
+        if cfg.attn_only:
+            self.ln2 = self.ln2_post = self.mlp = None
+        else:
+            self.ln2 = _norm(cfg, (L,), D, dtype)
+            self.ln2_post = _norm(cfg, (L,), D, dtype) if cfg.post_norms else None
+            self.mlp = MLP(cfg, dtype, rngs)
+        self.ln_final = _norm(cfg, (), D, dtype)
+        if cfg.tie_embeddings:
+            self.W_U = None
+        else:
+            self.W_U = nnx.Param(_normal(rngs, (D, cfg.vocab_size), cfg.init_std, dtype))
 
     # ----------------------------------------------------------------------------- stages
     def embed(
