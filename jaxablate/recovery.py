@@ -24,10 +24,8 @@ move them either; they stay bit-identical to the start):
 Memory grows linearly in K; see :func:`memory_estimate`.
 """
 
-import fnmatch
-import functools
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +35,7 @@ import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
-from jaxtyping import Array, Bool, Float, Int
+from jaxtyping import Array, Bool, Int
 
 from jaxablate import _chunking
 from jaxablate import _recovery_ckpt as ckpt
@@ -52,12 +50,29 @@ from jaxablate._checks import (
 )
 from jaxablate._evaluate import evaluate
 from jaxablate._files import progress_bar
+from jaxablate._recovery_core import _eval_runs, _init_runs, _train_steps
+from jaxablate._recovery_params import (
+    DEFAULT_OPTIMIZER,
+    _leaf_name,
+    _memory_parts,
+    memory_estimate,
+    trainable_filter,
+    update_masks,
+)
 from jaxablate.components import Components, check_components, check_model, check_rows
-from jaxablate.metrics import Metric, as_metric, loss, per_example
+from jaxablate.metrics import Metric, as_metric, loss
 from jaxablate.models.inputs import Ablation, Masks, check_ablation, check_tokens
 from jaxablate.models.transformer import Transformer
 
-DEFAULT_OPTIMIZER = optax.adamw(1e-3)  # one object, so that default calls share compilations
+__all__ = [
+    "DEFAULT_OPTIMIZER",
+    "RecoveryResult",
+    "memory_estimate",
+    "recover",
+    "trainable_filter",
+    "update_masks",
+]
+
 _NO_DAMAGE_RTOL = 1e-5
 RUNS_AXIS = "runs"
 
@@ -105,266 +120,6 @@ class RecoveryResult:
         return nnx.merge(
             self.graphdef, jax.tree.map(lambda x: jnp.asarray(np.asarray(x)[k]), self.params)
         )
-
-
-# ------------------------------------------------------------------------------ parameters
-def _leaf_name(path: tuple[Any, ...]) -> str:
-    parts = [getattr(p, "key", getattr(p, "name", p)) for p in path]
-    if parts and parts[-1] == "value":
-        parts = parts[:-1]
-    return ".".join(str(p) for p in parts)
-
-
-def trainable_filter(trainable: Any) -> Any:
-    """The nnx filter of trainable parameters.
-
-    Args:
-        trainable: ``None`` (every parameter); a name pattern or a list of them (``fnmatch``
-            globs over dotted names like ``"mlp.W_in"``; a pattern also selects everything
-            under it, so ``"mlp"`` means ``mlp.*``); or any nnx filter (``nnx.PathContains``,
-            a ``(path, value) -> bool`` callable, ...), intersected with ``nnx.Param``.
-    """
-    if trainable is None:
-        return nnx.Param
-    if isinstance(trainable, str) or (
-        isinstance(trainable, list | tuple)
-        and trainable
-        and all(isinstance(t, str) for t in trainable)
-    ):
-        patterns = [trainable] if isinstance(trainable, str) else list(trainable)
-
-        def by_name(path: tuple[Any, ...], value: Any) -> bool:
-            name = ".".join(str(p) for p in path)
-            return any(fnmatch.fnmatchcase(name, p) or name.startswith(p + ".") for p in patterns)
-
-        return nnx.All(nnx.Param, by_name)
-    return nnx.All(nnx.Param, trainable)
-
-
-_QUERY_PARAMS = ("attn.W_Q", "attn.b_Q", "attn.W_O")
-_KV_PARAMS = ("attn.W_K", "attn.W_V", "attn.b_K", "attn.b_V")
-_ATTN_LAYER_PARAMS = ("ln1.w", "ln1.b", "attn.q_norm.w", "attn.k_norm.w")
-_MLP_PARAMS = (
-    "mlp.W_in", "mlp.b_in", "mlp.W_gate", "mlp.b_gate", "mlp.W_out", "mlp.b_out",
-    "ln2.w", "ln2.b", "ln2_post.w", "ln2_post.b",
-)  # fmt: skip
-
-
-def _owned(comps: Components, row: np.ndarray, cfg: Any) -> dict[str, list[tuple[int, ...]]]:
-    """Parameter slices owned by the components that ``row`` removes (see module docstring)."""
-    out: dict[str, list[tuple[int, ...]]] = {}
-
-    def add(names: Sequence[str], index: tuple[int, ...]) -> None:
-        for name in names:
-            out.setdefault(name, []).append(index)
-
-    group = cfg.n_heads // cfg.kv_heads  # query heads sharing one key/value head
-    removed_heads: dict[int, set[int]] = {}
-    for c, kept in zip(comps, row, strict=True):
-        if kept:
-            continue
-        if c.kind == "head" and c.head is not None:
-            add(_QUERY_PARAMS, (c.layer, c.head))
-            removed_heads.setdefault(c.layer, set()).add(c.head)
-        elif c.kind == "attn":
-            names = (*_QUERY_PARAMS, *_KV_PARAMS, *_ATTN_LAYER_PARAMS)
-            add([*names, "attn.b_O", "ln1_post.w", "ln1_post.b"], (c.layer,))
-        elif c.kind == "mlp":
-            add(_MLP_PARAMS, (c.layer,))
-    for layer, hs in removed_heads.items():
-        for kv in range(cfg.kv_heads):
-            if all(kv * group + h in hs for h in range(group)):
-                add(_KV_PARAMS, (layer, kv))
-        if len(hs) == cfg.n_heads:
-            add(_ATTN_LAYER_PARAMS, (layer,))
-    return out
-
-
-def update_masks(
-    comps: Components, rows: np.ndarray, names: Sequence[str], shapes: Sequence[tuple[int, ...]]
-) -> list[np.ndarray]:
-    """Per-run update masks ``bool [K, *shape]`` of the named trainable leaves (True = may move)."""
-    K = rows.shape[0]
-    masks = [np.ones((K, *shape), bool) for shape in shapes]
-    position = {name: i for i, name in enumerate(names)}
-    for k in range(K):
-        for name, indices in _owned(comps, rows[k].astype(bool), comps.config).items():
-            if name in position:
-                for index in indices:
-                    masks[position[name]][(k, *index)] = False
-    return masks
-
-
-# ------------------------------------------------------------------------------ memory
-def _memory_parts(
-    model: Transformer,
-    *,
-    batch_size: int,
-    seq: int,
-    eval_batch: int,
-    eval_seq: int,
-    trainable: Any,
-    optimizer: optax.GradientTransformation | None,
-) -> tuple[int, int]:
-    """``(bytes per run, bytes shared once)`` of :func:`memory_estimate`."""
-    cfg = model.config
-    tx = DEFAULT_OPTIMIZER if optimizer is None else optimizer
-    _, train, frozen = nnx.split(model, trainable_filter(trainable), ...)
-    item = jnp.dtype(cfg.dtype).itemsize
-    train_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(train))
-    frozen_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(frozen))
-    opt = jax.eval_shape(tx.init, train)
-    opt_bytes = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(opt))
-    D, H, E, F, V, L = cfg.d_model, cfg.n_heads, cfg.d_head, cfg.d_mlp, cfg.vocab_size, cfg.n_layers
-    mlp = 0 if cfg.attn_only else 2 * F + 2 * D
-    per_token = L * (6 * D + 4 * H * E + 2 * H * seq + mlp) + 3 * V
-    train_act = batch_size * seq * per_token * max(item, 4)
-    eval_per_token = 2 * V + 4 * D + 2 * H * eval_seq + (0 if cfg.attn_only else F)
-    eval_act = eval_batch * eval_seq * eval_per_token * 4
-    per_run = 4 * train_bytes + 2 * opt_bytes + max(train_act, eval_act)
-    return int(per_run), int(train_bytes + frozen_bytes)
-
-
-def memory_estimate(
-    model: Transformer,
-    *,
-    n_runs: int,
-    batch_size: int,
-    seq: int,
-    eval_batch: int,
-    eval_seq: int,
-    trainable: Any = None,
-    optimizer: optax.GradientTransformation | None = None,
-) -> int:
-    """Estimated peak bytes of :func:`recover` with ``n_runs`` configurations.
-
-    Per run: the trainable parameters, their gradients and updates and the optimizer state,
-    twice over for the parameters and state (input and output of a compiled call), plus the
-    larger of the training activations (forward and backward of ``batch_size x seq`` tokens:
-    about ``6 d_model + 4 n_heads d_head + 2 n_heads seq + 2 d_mlp + 2 d_model`` values per
-    token and layer plus ``3 vocab`` per token for the logits) and the evaluation activations
-    (``eval_batch x eval_seq`` tokens, about ``2 vocab + 4 d_model + 2 n_heads eval_seq + d_mlp``
-    per token). Shared once: all parameters. The estimate is linear in ``n_runs``.
-
-    Args:
-        model: The model :func:`recover` fine-tunes.
-        n_runs: Number of configurations trained together.
-        batch_size: Training sequences per step.
-        seq: Length of the training sequences.
-        eval_batch: Number of evaluation sequences.
-        eval_seq: Length of the evaluation sequences.
-        trainable: As in :func:`recover`.
-        optimizer: As in :func:`recover` (default ``optax.adamw(1e-3)``).
-
-    Returns:
-        The estimate in bytes.
-    """
-    per_run, shared = _memory_parts(
-        model, batch_size=batch_size, seq=seq, eval_batch=eval_batch, eval_seq=eval_seq,
-        trainable=trainable, optimizer=optimizer,
-    )  # fmt: skip
-    return int(n_runs * per_run + shared)
-
-
-# ------------------------------------------------------------------------------ compiled core
-_ONE_HOT_MAX_VOCAB = 4096  # embed by one-hot matmul up to this vocabulary (see Transformer.embed)
-
-
-def _logits(
-    graphdef: nnx.GraphDef, train: Any, frozen: Any, tokens: jax.Array, masks: Masks,
-    replacement: Ablation,
-) -> Float[Array, "batch seq vocab"]:  # fmt: skip
-    """Masked logits of one run (``replacement`` fitted already)."""
-    model: Transformer = nnx.merge(graphdef, train, frozen)
-    one_hot = model.config.vocab_size <= _ONE_HOT_MAX_VOCAB
-    return model.forward(tokens, masks, replacement, one_hot_embed=one_hot)
-
-
-@functools.partial(
-    jax.jit,
-    static_argnames=("graphdef", "tx", "batch_size"),
-    donate_argnames=("train", "opt_state"),
-)
-def _train_steps(
-    train: Any,
-    opt_state: Any,
-    frozen: Any,
-    masks: Masks,
-    allowed: Any,
-    replacement: Ablation,
-    tokens: Int[Array, "n_train seq"],
-    key: jax.Array,
-    start: Int[Array, ""],
-    stop: Int[Array, ""],
-    *,
-    graphdef: nnx.GraphDef,
-    tx: optax.GradientTransformation,
-    batch_size: int,
-) -> tuple[Any, Any]:
-    """Steps ``start .. stop - 1`` of all K runs; step ``t`` samples with ``fold_in(key, t)``.
-
-    Args:
-        train: Trainable parameters, each leaf with a leading K axis (donated).
-        opt_state: The K optimizer states (donated).
-        frozen: The parameters no run trains (shared).
-        masks: ``[K, ...]`` mask values of the runs.
-        allowed: Like ``train``: True where a parameter may move.
-        replacement: Fitted replacement, shared by every example.
-        tokens: Sequences to draw minibatches from.
-        key: Sampling key.
-        start: First step.
-        stop: One past the last step.
-        graphdef: The model's graph definition.
-        tx: The optimizer.
-        batch_size: Sequences per step.
-
-    Returns:
-        ``(train, opt_state)`` after the steps.
-    """
-
-    def objective(tr: Any, m: Masks, batch: jax.Array) -> jax.Array:
-        return loss(_logits(graphdef, tr, frozen, batch, m, replacement), batch).mean()
-
-    def one(tr: Any, state: Any, m: Masks, ok: Any, batch: jax.Array) -> tuple[Any, Any]:
-        grads = jax.grad(objective)(tr, m, batch)
-        grads = jax.tree.map(lambda g, a: jnp.where(a, g, jnp.zeros_like(g)), grads, ok)
-        updates, state = tx.update(grads, state, tr)
-        tr = jax.tree.map(lambda p, u, a: jnp.where(a, (p + u).astype(p.dtype), p), tr, updates, ok)
-        return tr, state
-
-    def body(t: jax.Array, carry: tuple[Any, Any]) -> tuple[Any, Any]:
-        idx = jax.random.randint(jax.random.fold_in(key, t), (batch_size,), 0, tokens.shape[0])
-        batch = tokens[idx]
-        return jax.vmap(one, in_axes=(0, 0, 0, 0, None))(*carry, masks, allowed, batch)
-
-    return jax.lax.fori_loop(start, stop, body, (train, opt_state))
-
-
-@functools.partial(jax.jit, static_argnames=("n_runs", "tx"))
-def _init_runs(train: Any, *, n_runs: int, tx: optax.GradientTransformation) -> tuple[Any, Any]:
-    """K copies of the trainable parameters and K fresh optimizer states."""
-    train_k = jax.tree.map(lambda x: jnp.broadcast_to(x, (n_runs, *x.shape)), train)
-    return train_k, jax.vmap(tx.init)(train_k)
-
-
-@functools.partial(jax.jit, static_argnames=("graphdef",))
-def _eval_runs(
-    train: Any,
-    frozen: Any,
-    masks: Masks,
-    replacement: Ablation,
-    tokens: Int[Array, "batch seq"],
-    metric: Metric,
-    *,
-    graphdef: nnx.GraphDef,
-) -> Float[Array, " n_runs"]:
-    """The mean ``metric`` of every run on ``tokens``."""
-
-    def one(tr: Any, m: Masks) -> jax.Array:
-        logits = _logits(graphdef, tr, frozen, tokens, m, replacement)
-        return per_example(metric, logits, tokens).mean()
-
-    return jax.vmap(one)(train, masks)
 
 
 # ------------------------------------------------------------------------------ driver steps

@@ -47,7 +47,7 @@ import pytest
 from flax import nnx
 
 import jaxablate as ja
-from jaxablate import plots, recovery
+from jaxablate import _recovery_core, plots, recovery
 from jaxablate.recovery import RecoveryResult, recover
 from tests._compile import compilations, no_new_compilations
 from tests._xla import subprocess_xla_flags
@@ -293,8 +293,13 @@ def test_removed_components_stay_removed(setup, recovered):
 
 def test_step_compiles_once(setup, recovered):
     """Same K and shapes as ``recovered``: new rows, steps and eval points compile nothing."""
-    assert compilations(recovery._train_steps) >= 1 and compilations(recovery._eval_runs) >= 1
-    with no_new_compilations(recovery._train_steps, recovery._eval_runs, recovery._init_runs):
+    assert (
+        compilations(_recovery_core._train_steps) >= 1
+        and compilations(_recovery_core._eval_runs) >= 1
+    )
+    with no_new_compilations(
+        _recovery_core._train_steps, _recovery_core._eval_runs, _recovery_core._init_runs
+    ):
         _run(setup, rows=ROWS[::-1], steps=7, eval_every=2)  # several chunks of one call
         _run(setup, rows=~ROWS, steps=5, eval_every=5)
 
