@@ -14,8 +14,9 @@ for a loss, so the **excess** of a pair, ``cost({i, j}) - cost({i}) - cost({j})`
 From the command line each stage is announced on stderr as it starts, with a progress bar for
 the long ones when stderr is a terminal, and its time when it ends.
 
-This module is the top floor: it runs the study with the package's own modules and hands plain
-arrays to :mod:`jaxablate.plots` and HTML strings to :mod:`jaxablate.report`.
+This module is the top floor: it runs the study with the package's own modules;
+:mod:`jaxablate._demo_result` holds :class:`DemoResult` and the summary, and
+:mod:`jaxablate._demo_report` its figures and HTML report.
 """
 
 import argparse
@@ -24,200 +25,46 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Int
-from matplotlib.figure import Figure
+from jaxtyping import Array, Int
 
-from jaxablate import interactions, plots, report, subsets
+from jaxablate import subsets
 from jaxablate._checks import check_key, non_negative_int, positive_int
+from jaxablate._demo_report import make_figures, write_demo_report
+from jaxablate._demo_result import (
+    PNGS,
+    DemoResult,
+    _pairs_ranked,
+    demo_components,
+    summarize,
+)
 from jaxablate._evaluate import evaluate
-from jaxablate._files import atomic_write, progress_bar
-from jaxablate.components import Components, blocks, heads
-from jaxablate.export import cost_label, removal_costs
-from jaxablate.learned import LearnedMasks, learn_masks
+from jaxablate._files import progress_bar
+from jaxablate.components import Components
+from jaxablate.export import removal_costs
+from jaxablate.learned import learn_masks
 from jaxablate.models.pretrained import RECIPES, list_pretrained, load_pretrained
 from jaxablate.models.transformer import Transformer
-from jaxablate.recovery import RecoveryResult, recover
+from jaxablate.recovery import recover
 from jaxablate.tasks import Task
 
-PNGS = {
-    "loco_vs_shapley": "loco_vs_shapley.png",
-    "pairwise_interaction": "pairwise_interaction.png",
-    "shapley_interaction": "shapley_interaction.png",
-    "spectrum": "spectrum.png",
-    "mask_front": "mask_front.png",
-    "recovery": "recovery_curves.png",
-}
-"""PNG files the demo writes (the last two only when their stages ran)."""
-
-
-@dataclass
-class DemoResult:
-    """Everything the demo computed.
-
-    Attributes:
-        model_name: The shipped model.
-        task: Its task.
-        names: Component names, in column order.
-        values: ``[2^n]`` metric with only coalition ``r`` kept (presence game, bit order).
-        sign: ``+1`` when the metric is a loss (lower is better), else ``-1``; costs are
-            ``sign * (v(N \\ S) - v(N))``.
-        loco_cost: ``[n]`` cost of removing each component alone.
-        shapley_cost: ``[n]`` Shapley value in cost sign (sums to the cost of removing all).
-        pair_cost: ``[n, n]`` cost of removing each pair (diagonal: single costs).
-        pair_excess: ``[n, n]`` ``pair_cost - loco_i - loco_j`` (zero diagonal).
-        sii_cost: ``[n, n]`` pairwise Shapley interaction index in cost sign.
-        spectrum: ``[n + 1]`` share of variance per interaction degree.
-        summary: The terminal summary.
-        learned: The :class:`jaxablate.learned.LearnedMasks` result, or ``None`` (skipped).
-        recovery: The :class:`jaxablate.recovery.RecoveryResult`, or ``None`` (skipped).
-        recovery_labels: Labels of the recovery runs.
-        notes: Why optional sections are missing, by section.
-        files: Written files by key (PNG keys of :data:`PNGS` and ``"report"``).
-        seconds: Wall time of each stage.
-    """
-
-    model_name: str
-    task: Task
-    names: list[str]
-    values: Float[np.ndarray, " n_coalitions"]
-    sign: float
-    loco_cost: Float[np.ndarray, " n"]
-    shapley_cost: Float[np.ndarray, " n"]
-    pair_cost: Float[np.ndarray, "n n"]
-    pair_excess: Float[np.ndarray, "n n"]
-    sii_cost: Float[np.ndarray, "n n"]
-    spectrum: Float[np.ndarray, " n_degrees"]
-    summary: str = ""
-    learned: LearnedMasks | None = None
-    recovery: RecoveryResult | None = None
-    recovery_labels: list[str] = field(default_factory=list)
-    notes: dict[str, str] = field(default_factory=dict)
-    files: dict[str, Path] = field(default_factory=dict)
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def full(self) -> float:
-        """Metric of the full model."""
-        return float(self.values[-1])
-
-    @property
-    def empty(self) -> float:
-        """Metric with every component removed."""
-        return float(self.values[0])
-
-
-def demo_components(cfg: Any) -> Components:
-    """The players of the demo: every head, plus every MLP block for models that have them."""
-    comps = heads(cfg)
-    return comps if cfg.attn_only else comps + blocks(cfg, "mlp")
-
-
-def _pairs_ranked(excess: Float[np.ndarray, "n n"]) -> list[tuple[int, int]]:
-    """Pairs ``i < j`` by decreasing ``|excess|``."""
-    n = excess.shape[0]
-    return sorted(
-        ((i, j) for i in range(n) for j in range(i + 1, n)), key=lambda ij: -abs(excess[ij])
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Terminal summary
-# ---------------------------------------------------------------------------------------------
-
-
-def _pair_lines(res: DemoResult, tol: float, unit: str, top: int) -> list[str]:
-    """The summary's pairs: joint removal clearly worse, then clearly better, than the sum."""
-    names, c, pc, ex = res.names, res.loco_cost, res.pair_cost, res.pair_excess
-    order = _pairs_ranked(ex)
-    lines = ["Dispensable alone, not together (joint removal costs clearly more than the sum):"]
-    synergy = [(i, j) for i, j in order if ex[i, j] > tol and pc[i, j] > 2 * (c[i] + c[j])]
-    for i, j in synergy[:top]:
-        lines.append(
-            f"  {names[i]} + {names[j]}: alone {c[i]:+.3f} and {c[j]:+.3f} {unit}, "
-            f"together {pc[i, j]:+.3f} {unit} (excess {ex[i, j]:+.3f})"
-        )
-    if not synergy:
-        lines.append("  none: no pair's joint removal costs clearly more than its single removals")
-    lines.append(
-        "Important alone, overlapping together (joint removal costs clearly less than the sum):"
-    )
-    overlap = [(i, j) for i, j in order if ex[i, j] < -tol]
-    for i, j in overlap[:top]:
-        lines.append(
-            f"  {names[i]} + {names[j]}: alone {c[i]:+.3f} and {c[j]:+.3f} {unit}, "
-            f"together only {pc[i, j]:+.3f} {unit} (excess {ex[i, j]:+.3f})"
-        )
-    if not overlap:
-        lines.append("  none when removed from the full model")
-    sii = res.sii_cost
-    neg = sorted((ij for ij in order if sii[ij] < -tol), key=lambda ij: sii[ij])
-    if neg:
-        lines.append(
-            "  on average over all subsets (Shapley interaction < 0, e.g. parts in series):\n    "
-            + ", ".join(f"{names[i]} + {names[j]} {sii[i, j]:+.2f}" for i, j in neg[:top])
-        )
-    return lines
-
-
-def _ranking_lines(res: DemoResult, tol: float) -> list[str]:
-    """The summary's rankings: leave-one-out vs Shapley, and the share beyond degree 1."""
-    names, c, shap = res.names, res.loco_cost, res.shapley_cost
-    by_loco = np.argsort(-c, kind="stable")
-    by_shap = np.argsort(-shap, kind="stable")
-    lines = [
-        "Most important by leave-one-out: "
-        + ", ".join(f"{names[i]} {c[i]:+.3f}" for i in by_loco[:3]),
-        "Most important by Shapley:       "
-        + ", ".join(f"{names[i]} {shap[i]:+.3f}" for i in by_shap[:3]),
-    ]
-    hidden = [i for i in by_shap if shap[i] > tol and c[i] < 0.25 * shap[i]]
-    if hidden:
-        lines.append(
-            "Leave-one-out undersells "
-            + ", ".join(names[i] for i in hidden[:4])
-            + " (Shapley cost over 4x their single-removal cost)"
-        )
-    beyond = 1.0 - float(res.spectrum[1])
-    lines.append(
-        f"{beyond:.0%} of the variance over all subsets comes from interactions of degree >= 2 "
-        "(what leave-one-out cannot see)."
-    )
-    return lines
-
-
-def summarize(res: DemoResult, *, unit: str = "nats", top: int = 3) -> str:
-    """The terminal summary; every named component is chosen from the data.
-
-    Args:
-        res: The study (its exhaustive fields; the optional stages are not used).
-        unit: Unit of the costs in the text.
-        top: Pairs named per kind.
-
-    Returns:
-        The summary, several lines.
-    """
-    n = len(res.names)
-    scale = max(abs(res.empty - res.full), float(np.abs(res.pair_cost).max()), 1e-12)
-    tol = 0.05 * scale  # "clearly" = more than 5% of the largest effect in the table
-    lines = [
-        f"jaxablate demo: {res.model_name} — all {2**n} subsets of {n} components "
-        f"({', '.join(res.names)})",
-        f"metric: {res.task.metric_label}",
-        f"full model {res.full:.4f}; everything removed {res.empty:.4f}",
-        f"costs: {cost_label(unit)}",
-        "",
-        *_pair_lines(res, tol, unit, top),
-        "",
-        *_ranking_lines(res, tol),
-    ]
-    return "\n".join(lines)
+__all__ = [
+    "PNGS",
+    "DemoResult",
+    "Stages",
+    "add_demo_arguments",
+    "demo_components",
+    "make_figures",
+    "run_demo",
+    "run_demo_study",
+    "summarize",
+    "write_demo_report",
+]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -456,244 +303,6 @@ def run_demo_study(
         with stages.run("report", f"writing the report into {out_dir}"):
             write_demo_report(res, Path(out_dir))
     return res
-
-
-# ---------------------------------------------------------------------------------------------
-# Figures
-# ---------------------------------------------------------------------------------------------
-
-
-def _best_per_size(values: Float[np.ndarray, " n_coalitions"], sign: float) -> np.ndarray:
-    """Best metric over all subsets of each size ``0..n`` (by the task's direction)."""
-    n = interactions.n_players(values)
-    sizes = np.asarray(interactions.coalition_sizes(n))
-    best = np.empty(n + 1)
-    for k in range(n + 1):
-        vk = values[sizes == k]
-        best[k] = vk.min() if sign > 0 else vk.max()
-    return best
-
-
-def _unit(res: DemoResult) -> str:
-    """Unit of the study's costs."""
-    return "nats" if res.sign > 0 else "metric units"
-
-
-def _exhaustive_figures(res: DemoResult) -> dict[str, Figure]:
-    """The four figures of the exhaustive table, by :data:`PNGS` key."""
-    unit = _unit(res)
-    return {
-        "loco_vs_shapley": plots.loco_vs_shapley(
-            res.names,
-            res.loco_cost,
-            res.shapley_cost,
-            ylabel=f"removal cost ({unit}; higher = more important)",
-            title=f"{res.model_name}: leave-one-out vs Shapley",
-        ),
-        "pairwise_interaction": plots.interaction_heatmap(
-            res.names,
-            res.pair_excess,
-            title="Pair removal: joint cost minus the two single costs",
-            colorbar_label=f"excess cost ({unit}); red = worse together",
-        ),
-        "shapley_interaction": plots.interaction_heatmap(
-            res.names,
-            res.sii_cost,
-            title="Shapley interaction index of each pair (cost sign)",
-            colorbar_label=f"SII ({unit}); red = redundant, blue = overlapping",
-        ),
-        "spectrum": plots.spectrum_bars(
-            res.spectrum, title=f"{res.model_name}: interaction spectrum over all subsets"
-        ),
-    }
-
-
-def _mask_front_figure(res: DemoResult, learned: LearnedMasks) -> Figure:
-    """Learned masks over the exhaustive best subset of each size."""
-    rows = np.asarray(learned.rows, bool)
-    labels = [plots.removed_label(r, res.names) for r in rows]
-    return plots.mask_front(
-        np.asarray(learned.n_kept),
-        np.asarray(learned.metric),
-        exhaustive=_best_per_size(res.values, res.sign),
-        metric_label=res.task.metric_label,
-        full=res.full,
-        labels=labels if len(res.names) <= 8 else None,
-    )
-
-
-def _recovery_figure(res: DemoResult, recovery: RecoveryResult) -> Figure:
-    """Recovery curves of the demo's runs, labelled by what they removed."""
-    return plots.recovery_curves(
-        recovery.steps,
-        recovery.metric,
-        res.recovery_labels,
-        baseline=recovery.baseline,
-        metric_label=res.task.metric_label,
-    )
-
-
-def make_figures(res: DemoResult) -> dict[str, Figure]:
-    """The demo's matplotlib figures by :data:`PNGS` key (optional ones only when computed).
-
-    Args:
-        res: The study.
-
-    Returns:
-        Figures by key, in report order.
-    """
-    figs = _exhaustive_figures(res)
-    if res.learned is not None:
-        figs["mask_front"] = _mask_front_figure(res, res.learned)
-    if res.recovery is not None:
-        figs["recovery"] = _recovery_figure(res, res.recovery)
-    return figs
-
-
-# ---------------------------------------------------------------------------------------------
-# HTML report, one function per section
-# ---------------------------------------------------------------------------------------------
-
-
-def _save_png(fig: Figure, path: Path) -> Path:
-    """Write ``fig`` to ``path`` as a PNG, atomically."""
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
-    return path
-
-
-def _figure_or_note(res: DemoResult, key: str, alt: str) -> str:
-    """The saved PNG of ``key`` inlined, or a note saying why it is missing."""
-    if key in res.files:
-        return report.image(res.files[key], alt)
-    return report.paragraph(f"Not available: {res.notes.get(key, 'not computed')}.", note=True)
-
-
-def _importance_section(res: DemoResult) -> str:
-    rows = [
-        (name, float(res.loco_cost[i]), float(res.shapley_cost[i]))
-        for i, name in enumerate(res.names)
-    ]
-    return report.section(
-        "Leave-one-out vs Shapley",
-        report.paragraph(
-            "Removal cost = how much the metric gets worse when a component is removed "
-            "(zero ablation). Leave-one-out removes one component from the full model; the "
-            f"Shapley value averages its cost over all {2 ** len(res.names)} subsets of the others."
-        ),
-        _figure_or_note(res, "loco_vs_shapley", "leave-one-out vs Shapley bars"),
-        report.table(
-            ["component", "leave-one-out cost", "Shapley cost"],
-            rows,
-            caption=cost_label(_unit(res)),
-        ),
-    )
-
-
-def _pairs_section(res: DemoResult, top: int = 10) -> str:
-    rows = [
-        (
-            f"{res.names[i]} + {res.names[j]}",
-            float(res.loco_cost[i]),
-            float(res.loco_cost[j]),
-            float(res.pair_cost[i, j]),
-            float(res.pair_excess[i, j]),
-            float(res.sii_cost[i, j]),
-        )
-        for i, j in _pairs_ranked(res.pair_excess)[:top]
-    ]
-    return report.section(
-        "Pairs",
-        report.paragraph(
-            "Excess = cost of removing both minus the two single costs. Positive: the pair "
-            "backs each other up (each looks dispensable alone). Negative: they overlap."
-        ),
-        _figure_or_note(res, "pairwise_interaction", "pairwise interaction heatmap"),
-        report.table(
-            ["pair", "cost of i", "cost of j", "cost of both", "excess", "Shapley interaction"],
-            rows,
-            caption=f"Top pairs by |excess|; {cost_label(_unit(res))}",
-        ),
-        _figure_or_note(res, "shapley_interaction", "Shapley interaction heatmap"),
-    )
-
-
-def _spectrum_section(res: DemoResult) -> str:
-    return report.section(
-        "Interaction spectrum",
-        report.paragraph(
-            "Share of the variance of the metric over all subsets carried by interactions of "
-            "each degree; degree 1 is what an additive (leave-one-out) picture can explain."
-        ),
-        _figure_or_note(res, "spectrum", "interaction spectrum"),
-        report.table(
-            ["degree", "share of variance"],
-            [(str(d), f"{s:.1%}") for d, s in enumerate(res.spectrum) if d > 0],
-        ),
-    )
-
-
-def _learned_section(res: DemoResult) -> str:
-    return report.section(
-        "Learned masks",
-        report.paragraph(
-            "Continuous masks trained to keep the metric low with few components, one run per "
-            "sparsity penalty; grey: the best subset of each size from the exhaustive table."
-        ),
-        _figure_or_note(res, "mask_front", "learned mask front"),
-    )
-
-
-def _recovery_section(res: DemoResult) -> str:
-    return report.section(
-        "Recovery after ablation",
-        report.paragraph(
-            "Fine-tuning the remaining weights with the components kept removed: "
-            + ", ".join(res.recovery_labels or ["(not run)"])
-            + "."
-        ),
-        _figure_or_note(res, "recovery", "recovery curves"),
-    )
-
-
-def _setup_section(res: DemoResult) -> str:
-    return report.section(
-        "Setup",
-        report.paragraph(f"Task: {res.task.description} Metric: {res.task.metric_label}."),
-        report.paragraph(
-            "Stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in res.seconds.items()) + "."
-        ),
-    )
-
-
-def write_demo_report(res: DemoResult, out_dir: Path) -> Path:
-    """Write the PNGs and the self-contained ``report.html`` into ``out_dir``.
-
-    Args:
-        res: The study; its ``files`` gain every written path.
-        out_dir: The report directory (created if missing).
-
-    Returns:
-        The path of ``report.html``.
-    """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for key, fig in make_figures(res).items():
-        res.files[key] = _save_png(fig, out_dir / PNGS[key])
-    sections = [
-        report.section("Summary", report.preformatted(res.summary)),
-        _importance_section(res),
-        _pairs_section(res),
-        _spectrum_section(res),
-        _learned_section(res),
-        _recovery_section(res),
-        _setup_section(res),
-    ]
-    doc = report.page(
-        f"jaxablate demo: {res.model_name}",
-        sections,
-        subtitle="Leave-one-out misses what subsets reveal.",
-    )
-    res.files["report"] = report.write(out_dir / "report.html", doc)
-    return res.files["report"]
 
 
 # ---------------------------------------------------------------------------------------------
