@@ -264,6 +264,7 @@ class SweepStatus:
         n_rows: Rows of the whole sweep.
         rows_done: Rows of the finished chunks.
         n_chunks: On-disk chunks of the whole sweep.
+        chunk_size: Rows per on-disk chunk (the last one may hold fewer).
         chunks_done: Finished chunks.
         missing: Indices of the chunks without a file.
         corrupt: Indices of the chunks whose file is bad (only checked with ``verify``).
@@ -272,6 +273,7 @@ class SweepStatus:
     n_rows: int
     rows_done: int
     n_chunks: int
+    chunk_size: int
     chunks_done: int
     missing: tuple[int, ...]
     corrupt: tuple[int, ...]
@@ -326,6 +328,7 @@ def sweep_status(out: str | os.PathLike, *, verify: bool = False) -> SweepStatus
         n_rows=manifest["n_rows"],
         rows_done=sum(b - a for c, (a, b) in enumerate(ranges) if c not in bad),
         n_chunks=len(ranges),
+        chunk_size=int(manifest["chunk_size"]),
         chunks_done=len(ranges) - len(bad),
         missing=tuple(missing),
         corrupt=tuple(corrupt),

@@ -29,7 +29,7 @@ from jaxablate._checks import MAX_ROWS_PLAYERS, positive_int
 from jaxablate._evaluate import evaluate
 from jaxablate._prompts import Prompts
 from jaxablate._sweep import sweep
-from jaxablate._sweep_store import MANIFEST, chunk_ranges, read_manifest, sweep_status
+from jaxablate._sweep_store import MANIFEST, chunk_ranges, sweep_status
 from jaxablate.components import Components, check_components, check_model
 from jaxablate.metrics import as_metric, loss
 from jaxablate.models.inputs import Ablation
@@ -68,9 +68,9 @@ def _rows_on_disk(call_dir: Path, real_rows: int) -> int:
     on disk (0 for a new call; the sweep itself checks the manifest and every chunk)."""
     if not (call_dir / MANIFEST).exists():
         return 0
-    manifest, status = read_manifest(call_dir), sweep_status(call_dir)
+    status = sweep_status(call_dir)
     bad = set(status.missing) | set(status.corrupt)
-    ranges = chunk_ranges(manifest["n_rows"], manifest["chunk_size"])
+    ranges = chunk_ranges(status.n_rows, status.chunk_size)
     return sum(max(0, min(b, real_rows) - a) for c, (a, b) in enumerate(ranges) if c not in bad)
 
 

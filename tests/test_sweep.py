@@ -109,6 +109,7 @@ def test_resume_reads_finished_chunks_and_recomputes_bad_ones(setup, tmp_path, c
     status = ja.sweep_status(out, verify=True)
     assert (status.missing, status.corrupt) == ((2,), (1, 4, 5))
     assert (status.chunks_done, status.rows_done, status.complete) == (2, 6, False)
+    assert (status.n_rows, status.n_chunks, status.chunk_size) == (16, 6, 3)
     assert ja.sweep_status(out).missing == (2,)  # without verify only presence counts
     with pytest.raises(ValueError, match=r"1 of 6 chunks missing.*3 corrupt"):
         ja.load_sweep(out)
@@ -229,6 +230,7 @@ def test_workers_split_chunks_and_wait(setup, tmp_path):
     assert status == ja.sweep_status(out)
     assert isinstance(status, ja.SweepStatus) and not status.complete
     assert (status.missing, status.corrupt, status.rows_done) == ((1, 3, 5), (), 9)
+    assert (status.n_rows, status.n_chunks, status.chunk_size) == (16, 6, 3)
     with pytest.raises(ValueError, match="3 of 6 chunks missing"):
         ja.load_sweep(out)
     with pytest.raises(
