@@ -5,6 +5,7 @@ references, resample from paired corrupted prompts, and pad-skipping all-positio
 checked against per-prompt evaluations (and, for patching, against torch hooks).
 """
 
+import jax
 import numpy as np
 import pytest
 from flax import nnx
@@ -115,27 +116,42 @@ def test_ragged_other_paths_and_families(name, share_prefix, ablation_kind):
     _check_ragged(name, "heads+blocks", ablation_kind, share_prefix)
 
 
+def _log_softmax64(logits: np.ndarray) -> np.ndarray:
+    x = np.asarray(logits, np.float64)
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
 def test_pad_skipping_metrics_equal_each_prompt_alone():
-    """Both evaluation paths (prefix sharing and naive) against the same per-prompt references."""
+    """Both evaluation paths (prefix sharing and naive) against each prompt alone: its masked
+    logits from the model (one vmapped forward over the rows per prompt length) and the
+    metrics in float64 numpy, over the prompt's real positions only."""
     model = MODELS["llama"]()
     p = _prompts(model.config.vocab_size, seed=4)
     comps = _comps(model.config, "heads")
     rows = _rows(len(comps))
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def masked_logits(state, tokens, masks):
+        return jax.vmap(lambda m: nnx.merge(graphdef, state)(tokens, masks=m))(masks)
+
+    want = {"loss": [], "accuracy": [], "kl_to_clean": []}
+    for i, n in enumerate(p.lengths):
+        tokens = p.tokens[i : i + 1, :n]
+        logp = _log_softmax64(masked_logits(state, tokens, comps.masks(rows))[:, 0])  # [M, n, V]
+        clean = _log_softmax64(model(tokens)[0])
+        targets = tokens[0, 1:]
+        picked = np.take_along_axis(logp[:, :-1], targets[None, :, None], axis=-1)[..., 0]
+        want["loss"].append(-picked.mean(-1))
+        want["accuracy"].append((logp[:, :-1].argmax(-1) == targets).mean(-1))
+        want["kl_to_clean"].append((np.exp(clean) * (clean - logp)).sum(-1).mean(-1))
     for metric in (ja.metrics.loss, ja.metrics.accuracy, ja.metrics.kl_to_clean(model, p)):
-        got = {
-            share: ja.evaluate_per_example(model, comps, rows, p, metric=metric, share_prefix=share)
-            for share in (True, False)
-        }
-        for i, n in enumerate(p.lengths):
-            tokens = p.tokens[i : i + 1, :n]
-            alone = (
-                metric if metric.name != "kl_to_clean" else ja.metrics.kl_to_clean(model, tokens)
-            )
-            want = ja.evaluate_per_example(model, comps, rows, tokens, metric=alone)
-            for share in (True, False):
-                np.testing.assert_allclose(
-                    got[share][:, i : i + 1], want, atol=1e-5, rtol=0, err_msg=f"{share=}"
-                )
+        reference = np.stack(want[metric.name], 1)  # [M, prompts]
+        for share in (True, False):
+            got = ja.evaluate_per_example(model, comps, rows, p, metric=metric, share_prefix=share)
+            np.testing.assert_allclose(got, reference, atol=1e-5, rtol=0, err_msg=f"{share=}")
+        assert np.ptp(reference, axis=0).max() > 1e-3  # the rows differ: the check has teeth
 
 
 def test_named_and_negative_positions_are_per_prompt():
