@@ -2,14 +2,28 @@
 
 A fingerprint covers everything that changes the numbers (array bytes, dtypes, shapes, names)
 and nothing that does not (a pad id, the texts prompts were tokenized from).
+
+Float arrays that the model computes (mean and resample replacements, a clean model's log-probs)
+differ in the last bits between machines, so their sha256 alone would refuse to resume a sweep
+or a recovery run on another machine. Beside their sha256 they are recorded as a **sketch**
+(:func:`sketch`): each leaf's float64 norm and :data:`SKETCH_PROJECTIONS` fixed random
+projections. Two sketches agree (:func:`sketches_agree`) when every projection and the norm
+match to :data:`SKETCH_RTOL` of the norm (or 4 machine epsilons of the leaf's dtype, if more:
+bfloat16's last bit is 2^-8): float32 last-bit differences (about 1e-7 relative) pass by
+three orders of magnitude, while a change of relative size ``r`` (``|a - b| / |a|``) moves each
+projection by ``r |a|`` times a standard normal, so a change with ``r >= 1e-3`` escapes all of
+them with probability below ``0.08^8``, about 1e-9. :func:`reconcile` applies this to a stored
+record: a field whose sha256 differs but whose sketch agrees is taken as the stored one.
 """
 
 import hashlib
 import json
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxablate._prompts import Prompts
@@ -55,6 +69,16 @@ def ablation_entry(ablation: Ablation) -> dict[str, Any]:
     arrays = [(name, getattr(ablation, name)) for name in ("z", "attn", "mlp")]
     h = hash_arrays([*arrays, ("prefix_positions", np.asarray(ablation.prefix_positions))])
     return {"kind": ablation.kind, "sha256": h}
+
+
+def ablation_sketch(ablation: Ablation) -> list[dict[str, Any]]:
+    """The :func:`sketch` of an ablation's replacements (compared when their sha256 differs)."""
+    return sketch({name: getattr(ablation, name) for name in ("z", "attn", "mlp")})
+
+
+def metric_sketch(metric: Callable[..., jax.Array]) -> list[dict[str, Any]]:
+    """The :func:`sketch` of a metric's data (compared when their sha256 differs)."""
+    return sketch(as_metric(metric).data)
 
 
 def metric_entry(metric: Callable[..., jax.Array]) -> dict[str, Any]:
@@ -122,3 +146,126 @@ def field_diff(
         for k in keys
         if stored.get(k) != current.get(k)
     ]
+
+
+#: Random projections in a :func:`sketch` of each float leaf.
+SKETCH_PROJECTIONS = 8
+#: Relative tolerance (of a leaf's norm) within which two sketches agree.
+SKETCH_RTOL = 1e-4
+_SKETCH_WIDTH = 4096  # a leaf is projected as rows of this many values ...
+_SKETCH_ROWS = 256  # ... converted to float64 this many rows at a time
+
+
+def _float_sketch(arr: np.ndarray) -> tuple[float, list[float]]:
+    """The float64 norm of ``arr`` and its projections on ``SKETCH_PROJECTIONS`` fixed random
+    directions ``w[i * W + j] = c[i] * u[j]`` (row weights ``c`` and a row pattern ``u`` per
+    direction, standard normal, the same on every machine: numpy's PCG64 with fixed seeds).
+
+    A change ``d`` moves a projection by ``sum_i c_i <u, d_i>``, of variance ``|d|^2`` (as for
+    a fully random direction), at the cost of one matrix product per block of rows.
+    """
+    flat, width = arr.reshape(-1), _SKETCH_WIDTH
+    u = np.random.default_rng(0).standard_normal((width, SKETCH_PROJECTIONS))
+    c = np.random.default_rng([1, flat.size]).standard_normal(-(-flat.size // width))
+    proj, squares = np.zeros(SKETCH_PROJECTIONS), 0.0
+    step = width * _SKETCH_ROWS
+    for start in range(0, flat.size, step):
+        x = flat[start : start + step].astype(np.float64)
+        rows = -(-x.size // width)
+        x = np.concatenate([x, np.zeros(rows * width - x.size)]).reshape(rows, width)
+        squares += float(np.einsum("ij,ij->", x, x))
+        first = start // width
+        proj += c[first : first + rows] @ (x @ u)
+    return math.sqrt(squares), [float(v) for v in proj]
+
+
+def sketch(tree: Any) -> list[dict[str, Any]]:
+    """Per leaf of ``tree``: its path, dtype and shape, and for a floating leaf its float64
+    norm and random projections, for any other leaf its sha256 (compared exactly)."""
+    out = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        arr = np.asarray(leaf)
+        entry: dict[str, Any] = {
+            "path": jax.tree_util.keystr(path),
+            "dtype": arr.dtype.str,
+            "shape": list(arr.shape),
+        }
+        if jnp.issubdtype(arr.dtype, jnp.floating):
+            entry["eps"] = float(jnp.finfo(arr.dtype).eps)
+            entry["norm"], entry["projections"] = _float_sketch(arr)
+        else:
+            entry["sha256"] = hash_arrays([("leaf", arr)])
+        out.append(entry)
+    return out
+
+
+def sketches_agree(a: Any, b: Any) -> bool:
+    """Whether two :func:`sketch` records describe the same arrays up to last-bit differences
+    (same leaves; exact leaves equal; norms and projections within :data:`SKETCH_RTOL`, or 4
+    epsilons of the leaf's dtype, times its norm)."""
+    if not isinstance(a, list) or not isinstance(b, list) or len(a) != len(b):
+        return False
+    for x, y in zip(a, b, strict=True):
+        if not isinstance(x, dict) or not isinstance(y, dict):
+            return False
+        if any(x.get(k) != y.get(k) for k in ("path", "dtype", "shape", "sha256", "eps")):
+            return False
+        if "norm" not in x and "norm" not in y:
+            continue
+        try:
+            norm = max(abs(float(x["norm"])), abs(float(y["norm"])))
+            tol = max(SKETCH_RTOL, 4 * float(x["eps"])) * norm
+            pairs = [(x["norm"], y["norm"])]
+            pairs += list(zip(x["projections"], y["projections"], strict=True))
+            if any(abs(float(u) - float(v)) > tol for u, v in pairs):
+                return False
+        except (KeyError, TypeError, ValueError):
+            return False
+    return True
+
+
+def reconcile(
+    stored: dict[str, Any], current: dict[str, Any], fields: Sequence[str]
+) -> tuple[dict[str, Any], list[str]]:
+    """``current`` as it compares to a ``stored`` record, and the fields equal only up to
+    last-bit differences.
+
+    Each field ``f`` of ``fields`` has a companion ``f + "_sketch"`` (see :func:`sketch`).
+    A stored record without the companion (written before sketches) compares ``f`` exactly, as
+    it was written to be. Otherwise the companions are compared with :func:`sketches_agree`
+    (never byte for byte), and ``f`` itself, when it differs only in its digests while the
+    sketches agree, is taken as the stored value and named in the returned list.
+
+    Returns:
+        ``(current with those fields replaced by the stored ones, names of the fields that
+        agree only up to the last bits)``.
+    """
+    out, near = dict(current), []
+    for f in fields:
+        key = f"{f}_sketch"
+        if key not in stored:
+            out.pop(key, None)
+            continue
+        if key not in current or not sketches_agree(stored[key], current[key]):
+            continue
+        out[key] = stored[key]
+        differs = stored.get(f) != current.get(f)
+        if differs and _without_hashes(stored.get(f)) == _without_hashes(current.get(f)):
+            out[f] = stored.get(f)
+            near.append(f)
+    return out, near
+
+
+def _without_hashes(value: Any) -> Any:
+    """A record entry with its digests blanked (a ``"sha256"`` key, or a hex string of 32+
+    digits), so that entries differing only in them compare equal."""
+    if isinstance(value, dict):
+        return {k: _without_hashes(v) for k, v in value.items() if k != "sha256"}
+    if isinstance(value, list | tuple):
+        return [_without_hashes(v) for v in value]
+    if isinstance(value, str) and len(value) >= 32 and all(c in _HEX for c in value):
+        return "<digest>"
+    return value
+
+
+_HEX = frozenset("0123456789abcdef")

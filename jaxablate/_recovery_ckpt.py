@@ -23,7 +23,7 @@ import optax
 import orbax.checkpoint as ocp
 
 from jaxablate import _files as files
-from jaxablate._fingerprint import field_diff, hash_arrays, hash_record
+from jaxablate._fingerprint import field_diff, hash_arrays, hash_record, reconcile
 
 log = logging.getLogger("jaxablate.recover")
 
@@ -84,7 +84,14 @@ def _read_config(path: str, directory: str) -> dict[str, Any]:
     return stored
 
 
-def check_directory(directory: str, fingerprint: dict[str, Any]) -> None:
+#: Fingerprint fields whose float data are compared up to last-bit differences when their
+#: hash differs (each with a ``<field>_sketch`` companion, see
+#: :func:`jaxablate._fingerprint.reconcile`): replacements and metric data that the model
+#: computes differ in the last bits on another machine.
+SKETCHED = ("ablation", "metric")
+
+
+def check_directory(directory: str, fingerprint: dict[str, Any]) -> dict[str, Any]:
     """Create ``directory`` for this configuration, or check that it was made for it.
 
     Temporary files (of the configuration file, left by a killed run or being written by
@@ -93,6 +100,11 @@ def check_directory(directory: str, fingerprint: dict[str, Any]) -> None:
     Args:
         directory: The checkpoint directory (created when missing).
         fingerprint: What this call records (see :func:`fingerprint_fields`).
+
+    Returns:
+        The fingerprint the directory's steps are tied to: the stored one when the directory
+        exists (equal to ``fingerprint`` up to last-bit differences of the :data:`SKETCHED`
+        fields, which are logged), else ``fingerprint``.
 
     Raises:
         ValueError: the directory holds a checkpoint of a different configuration or format,
@@ -103,7 +115,8 @@ def check_directory(directory: str, fingerprint: dict[str, Any]) -> None:
         files.remove_stale_temps(directory)
     if os.path.exists(path):
         stored = _read_config(path, directory)
-        diff = field_diff(stored, fingerprint, stored_as="checkpoint", current_as="this call")
+        current, near = reconcile(stored, fingerprint, SKETCHED)
+        diff = field_diff(stored, current, stored_as="checkpoint", current_as="this call")
         if diff:
             fields = [line.partition(":")[0] for line in diff]  # field names hold no colon
             raise ValueError(
@@ -111,7 +124,14 @@ def check_directory(directory: str, fingerprint: dict[str, Any]) -> None:
                 f"(differing fields: {', '.join(fields)}). {'; '.join(diff)}. Use a new "
                 "directory, or call recover with the original arguments to resume."
             )
-        return
+        if near:
+            log.warning(
+                "checkpoint_dir %r: this call's %s differ from the checkpoint's in the last bits "
+                "only (as when recomputed on another machine or jax version); resuming",
+                directory,
+                " and ".join(f"{f} data" for f in near),
+            )
+        return stored
     entries = (
         [e for e in os.listdir(directory) if not files.is_temp(e)]
         if os.path.isdir(directory)
@@ -131,6 +151,7 @@ def check_directory(directory: str, fingerprint: dict[str, Any]) -> None:
         )
     os.makedirs(directory, exist_ok=True)
     files.atomic_write_text(path, json.dumps(fingerprint, indent=1, sort_keys=True))
+    return fingerprint
 
 
 def _item_digest(item: dict[str, Any]) -> str:

@@ -15,7 +15,10 @@ count; the evaluation plan (rows per device per compiled call and their inner vm
 device. Both are recorded in the manifest and reused by every later call and every worker. A
 call on ``d`` devices evaluates ``d`` row groups at once, each with the same shapes. (A resume
 under another jax version or on another kind of device may differ in the last bits; the
-manifest records who started the sweep, and a warning says so.)
+manifest records who started the sweep, and a warning says so. Replacements and metric data that
+such a machine recomputes differ in their last bits too: the manifest records them as sketches
+beside their sha256, and data equal up to the last bits resume the sweep with a warning, see
+:func:`jaxablate._fingerprint.reconcile`.)
 
 **Several processes** may work on one directory (on a shared filesystem). Each claims a chunk
 (:func:`jaxablate._files.claim`, an atomically created claim file) before computing it, so no
@@ -54,7 +57,9 @@ from jaxablate._checks import (
 )
 from jaxablate._fingerprint import (
     ablation_entry,
+    ablation_sketch,
     metric_entry,
+    metric_sketch,
     tokens_entry,
     weights_fingerprint,
 )
@@ -145,7 +150,9 @@ def _manifest(
         "weights_sha256": weights_fingerprint(model),
         "tokens": tokens_entry(tokens),
         "ablation": ablation_entry(ablation),
+        "ablation_sketch": ablation_sketch(ablation),
         "metric": metric_entry(metric),
+        "metric_sketch": metric_sketch(metric),
         "rows": rows_entry,
         "n_rows": n_rows,
         "versions": store.versions(),

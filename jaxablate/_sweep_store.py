@@ -33,7 +33,7 @@ import numpy as np
 from jaxtyping import Float
 
 from jaxablate import _files as files
-from jaxablate._fingerprint import field_diff, hash_arrays, hash_record
+from jaxablate._fingerprint import field_diff, hash_arrays, hash_record, reconcile
 
 log = logging.getLogger("jaxablate.sweep")
 
@@ -42,6 +42,9 @@ FORMAT = "jaxablate-sweep"
 FORMAT_VERSION = 2
 #: Manifest fields that are recorded but not compared when a sweep resumes.
 UNCOMPARED = ("versions", "created")
+#: Fields whose float data are compared up to last-bit differences when their sha256 differs
+#: (each with a ``<field>_sketch`` companion, see :func:`jaxablate._fingerprint.reconcile`).
+SKETCHED = ("ablation", "metric")
 
 #: Fields every manifest of this format version holds.
 REQUIRED = frozenset({"components", "rows", "n_rows", "chunk_size", "n_chunks", "plan"})
@@ -243,9 +246,18 @@ def open_manifest(
             if files.atomic_write_text(out / MANIFEST, text, exclusive=True):
                 return manifest
             continue  # another process created it first: check against theirs
-        diff = field_diff(existing, manifest, ignore=UNCOMPARED)
+        current, near = reconcile(existing, manifest, SKETCHED)
+        diff = field_diff(existing, current, ignore=UNCOMPARED)
         if diff:
             raise _refuse(out, diff)
+        if near:
+            log.warning(
+                "sweep %s: this call's %s differ from the sweep's in the last bits only (as when "
+                "recomputed on another machine or jax version); resuming, and new chunks may "
+                "differ from the finished ones in the last bits",
+                out,
+                " and ".join(f"{f} data" for f in near),
+            )
         _warn_versions(out, existing, manifest)
         if rows is not None:
             _, why = _rows_file_problem(out, existing["rows"])

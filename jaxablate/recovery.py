@@ -50,6 +50,7 @@ from jaxablate._checks import (
 )
 from jaxablate._evaluate import evaluate
 from jaxablate._files import progress_bar
+from jaxablate._fingerprint import sketch
 from jaxablate._recovery_core import _eval_runs, _init_runs, _train_steps
 from jaxablate._recovery_params import (
     DEFAULT_OPTIMIZER,
@@ -335,7 +336,9 @@ def _fingerprint(model: Transformer, comps: Components, inp: _Inputs, names: lis
         batch_size=inp.batch_size,
         key=ckpt.array_hash(inp.key),
         metric=[m.name, ckpt.array_hash(m.data), m.positions],
+        metric_sketch=sketch(m.data),
         ablation=[inp.ablation.kind, ckpt.array_hash(inp.train_repl, inp.eval_repl)],
+        ablation_sketch=sketch((inp.train_repl, inp.eval_repl)),
         optimizer=ckpt.optimizer_fingerprint(inp.tx),
         trainable=names,
     )
@@ -442,7 +445,7 @@ def _train_or_resume(
         _train(runs, inp, tr.graphdef, curves, start=0, store=None, progress=progress)
         return curves
     fingerprint = _fingerprint(model, comps, inp, tr.names)
-    ckpt.check_directory(checkpoint_dir, fingerprint)
+    fingerprint = ckpt.check_directory(checkpoint_dir, fingerprint)
     store = ckpt.Store(checkpoint_dir, fingerprint)
     try:
         start = _resume(store, checkpoint_dir, runs, inp, curves)

@@ -50,6 +50,7 @@ import jaxablate as ja
 from jaxablate import _recovery_core, plots, recovery
 from jaxablate.recovery import RecoveryResult, recover
 from tests._compile import compilations, no_new_compilations
+from tests._elsewhere import recomputed_elsewhere
 from tests._xla import subprocess_xla_flags
 
 CFG = ja.ModelConfig(n_layers=2, n_heads=2, d_model=32, d_head=8, d_mlp=64, vocab_size=8, n_ctx=12)
@@ -361,6 +362,20 @@ def test_checkpoint_of_another_configuration_is_refused(setup, tmp_path):
     (tmp_path / "other" / "x.txt").write_text("x")
     with pytest.raises(ValueError, match="not a recover checkpoint directory"):
         _run(setup, checkpoint_dir=str(tmp_path / "other"))
+
+
+def test_checkpoint_resumes_with_replacements_recomputed_elsewhere(setup, tmp_path, caplog):
+    """A mean ablation whose last bits differ (another machine) resumes from the checkpoint
+    with a warning; a mean over other tokens is refused."""
+    model, _, train, ev = setup
+    abl = ja.ablation.mean(model, train)
+    first = _run(setup, ablation=abl, checkpoint_dir=str(tmp_path))
+    with caplog.at_level("WARNING", logger="jaxablate.recover"):
+        again = _run(setup, ablation=recomputed_elsewhere(abl), checkpoint_dir=str(tmp_path))
+    assert "ablation data differ from the checkpoint's in the last bits only" in caplog.text
+    np.testing.assert_array_equal(again.metric, first.metric)  # exact: read back from disk
+    with pytest.raises(ValueError, match=r"differing fields: ablation, ablation_sketch\)"):
+        _run(setup, ablation=ja.ablation.mean(model, ev), checkpoint_dir=str(tmp_path))
 
 
 @pytest.mark.slow

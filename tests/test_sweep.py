@@ -19,6 +19,7 @@ from flax import nnx
 import jaxablate as ja
 from jaxablate._evaluate import _naive_chunk
 from tests._compile import no_new_compilations
+from tests._elsewhere import recomputed_elsewhere
 from tests._xla import subprocess_xla_flags
 
 WORKER = Path(__file__).with_name("_sweep_worker.py")
@@ -420,3 +421,22 @@ def test_position_metric_sweep_and_changed_position_is_refused(setup, tmp_path):
     assert ja.load_sweep(tmp_path / "s")[1]["metric"]["positions"] == list(last.positions)
     with pytest.raises(ValueError, match=r"different arguments(.|\n)*  metric: .* vs "):
         run(setup, tmp_path / "s", metric=ja.metrics.logit_diff(1, 2, position=-2))
+
+
+def test_resume_with_replacements_recomputed_elsewhere(setup, tmp_path, caplog):
+    """A mean ablation whose last bits differ (another machine) resumes the sweep with a
+    warning and reads the finished chunks back; a mean over other tokens is refused."""
+    model, comps, tokens, _, _ = setup
+    abl = ja.ablation.mean(model, tokens)
+    ref = loop_values(model, comps, ja.subsets.all(len(comps)), tokens, ablation=abl)
+    out = tmp_path / "s"
+    _, computed = run(setup, out, fn=ja.sweep_chunks, worker=(0, 2), ablation=abl)
+    assert computed == [0, 2, 4]
+    with caplog.at_level("WARNING", logger="jaxablate.sweep"):
+        values, computed = run(setup, out, ablation=recomputed_elsewhere(abl))
+    assert computed == [1, 3, 5]  # the finished chunks were read back
+    assert "ablation data differ from the sweep's in the last bits only" in caplog.text
+    np.testing.assert_allclose(values, ref, rtol=1e-5, atol=1e-6)
+    other = ja.ablation.mean(model, (tokens + 1) % CFG.vocab_size)
+    with pytest.raises(ValueError, match=r"different arguments(.|\n)*  ablation: "):
+        run(setup, out, ablation=other)
