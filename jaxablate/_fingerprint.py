@@ -148,6 +148,11 @@ def field_diff(
     ]
 
 
+#: Record fields whose float data are compared up to last-bit differences when their digest
+#: differs, each with a ``<field>_sketch`` companion (sweep manifests and recovery checkpoints
+#: alike): replacements and metric data that the model computes differ in the last bits on
+#: another machine.
+SKETCHED = ("ablation", "metric")
 #: Random projections in a :func:`sketch` of each float leaf.
 SKETCH_PROJECTIONS = 8
 #: Relative tolerance (of a leaf's norm) within which two sketches agree.
@@ -172,7 +177,9 @@ def _float_sketch(arr: np.ndarray) -> tuple[float, list[float]]:
     for start in range(0, flat.size, step):
         x = flat[start : start + step].astype(np.float64)
         rows = -(-x.size // width)
-        x = np.concatenate([x, np.zeros(rows * width - x.size)]).reshape(rows, width)
+        if x.size < rows * width:  # the last, partial row: zeros do not move the projections
+            x = np.concatenate([x, np.zeros(rows * width - x.size)])
+        x = x.reshape(rows, width)
         squares += float(np.einsum("ij,ij->", x, x))
         first = start // width
         proj += c[first : first + rows] @ (x @ u)
@@ -225,7 +232,7 @@ def sketches_agree(a: Any, b: Any) -> bool:
 
 
 def reconcile(
-    stored: dict[str, Any], current: dict[str, Any], fields: Sequence[str]
+    stored: dict[str, Any], current: dict[str, Any], fields: Sequence[str] = SKETCHED
 ) -> tuple[dict[str, Any], list[str]]:
     """``current`` as it compares to a ``stored`` record, and the fields equal only up to
     last-bit differences.
@@ -256,6 +263,9 @@ def reconcile(
     return out, near
 
 
+_HEX = frozenset("0123456789abcdef")
+
+
 def _without_hashes(value: Any) -> Any:
     """A record entry with its digests blanked (a ``"sha256"`` key, or a hex string of 32+
     digits), so that entries differing only in them compare equal."""
@@ -266,6 +276,3 @@ def _without_hashes(value: Any) -> Any:
     if isinstance(value, str) and len(value) >= 32 and all(c in _HEX for c in value):
         return "<digest>"
     return value
-
-
-_HEX = frozenset("0123456789abcdef")

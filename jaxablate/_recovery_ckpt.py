@@ -84,13 +84,6 @@ def _read_config(path: str, directory: str) -> dict[str, Any]:
     return stored
 
 
-#: Fingerprint fields whose float data are compared up to last-bit differences when their
-#: hash differs (each with a ``<field>_sketch`` companion, see
-#: :func:`jaxablate._fingerprint.reconcile`): replacements and metric data that the model
-#: computes differ in the last bits on another machine.
-SKETCHED = ("ablation", "metric")
-
-
 def check_directory(directory: str, fingerprint: dict[str, Any]) -> dict[str, Any]:
     """Create ``directory`` for this configuration, or check that it was made for it.
 
@@ -103,8 +96,8 @@ def check_directory(directory: str, fingerprint: dict[str, Any]) -> dict[str, An
 
     Returns:
         The fingerprint the directory's steps are tied to: the stored one when the directory
-        exists (equal to ``fingerprint`` up to last-bit differences of the :data:`SKETCHED`
-        fields, which are logged), else ``fingerprint``.
+        exists (equal to ``fingerprint`` up to last-bit differences of the
+        :data:`jaxablate._fingerprint.SKETCHED` fields, which are logged), else ``fingerprint``.
 
     Raises:
         ValueError: the directory holds a checkpoint of a different configuration or format,
@@ -115,7 +108,7 @@ def check_directory(directory: str, fingerprint: dict[str, Any]) -> dict[str, An
         files.remove_stale_temps(directory)
     if os.path.exists(path):
         stored = _read_config(path, directory)
-        current, near = reconcile(stored, fingerprint, SKETCHED)
+        current, near = reconcile(stored, fingerprint)
         diff = field_diff(stored, current, stored_as="checkpoint", current_as="this call")
         if diff:
             fields = [line.partition(":")[0] for line in diff]  # field names hold no colon

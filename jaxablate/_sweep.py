@@ -50,11 +50,7 @@ from jaxtyping import Array, Bool, Float, Int
 from jaxablate import _chunking, _evaluate, subsets
 from jaxablate import _files as files
 from jaxablate import _sweep_store as store
-from jaxablate._checks import (
-    finite_number,
-    local_mesh,
-    one_axis_mesh,
-)
+from jaxablate._checks import finite_number, local_mesh, one_axis_mesh
 from jaxablate._fingerprint import (
     ablation_entry,
     ablation_sketch,
@@ -89,7 +85,6 @@ log = logging.getLogger("jaxablate.sweep")
 
 #: Seconds of waiting for other workers without progress before a warning says so.
 STALL_WARNING_SECONDS = 30.0
-
 
 Rows = Bool[np.ndarray, "n_masks n_players"] | Literal["all"]
 OnChunk = Callable[[int, int, int], None]

@@ -42,9 +42,6 @@ FORMAT = "jaxablate-sweep"
 FORMAT_VERSION = 2
 #: Manifest fields that are recorded but not compared when a sweep resumes.
 UNCOMPARED = ("versions", "created")
-#: Fields whose float data are compared up to last-bit differences when their sha256 differs
-#: (each with a ``<field>_sketch`` companion, see :func:`jaxablate._fingerprint.reconcile`).
-SKETCHED = ("ablation", "metric")
 
 #: Fields every manifest of this format version holds.
 REQUIRED = frozenset({"components", "rows", "n_rows", "chunk_size", "n_chunks", "plan"})
@@ -246,7 +243,7 @@ def open_manifest(
             if files.atomic_write_text(out / MANIFEST, text, exclusive=True):
                 return manifest
             continue  # another process created it first: check against theirs
-        current, near = reconcile(existing, manifest, SKETCHED)
+        current, near = reconcile(existing, manifest)
         diff = field_diff(existing, current, ignore=UNCOMPARED)
         if diff:
             raise _refuse(out, diff)
