@@ -106,24 +106,23 @@ def _pair_lines(res: DemoResult, tol: float, unit: str, top: int) -> list[str]:
     """The summary's pairs: joint removal clearly worse, then clearly better, than the sum."""
     names, c, pc, ex = res.names, res.loco_cost, res.pair_cost, res.pair_excess
     order = _pairs_ranked(ex)
+
+    def pair(i: int, j: int, together: str) -> str:
+        return (
+            f"  {names[i]} + {names[j]}: alone {c[i]:+.3f} and {c[j]:+.3f} {unit}, "
+            f"{together} {pc[i, j]:+.3f} {unit} (excess {ex[i, j]:+.3f})"
+        )
+
     lines = ["Dispensable alone, not together (joint removal costs clearly more than the sum):"]
     synergy = [(i, j) for i, j in order if ex[i, j] > tol and pc[i, j] > 2 * (c[i] + c[j])]
-    for i, j in synergy[:top]:
-        lines.append(
-            f"  {names[i]} + {names[j]}: alone {c[i]:+.3f} and {c[j]:+.3f} {unit}, "
-            f"together {pc[i, j]:+.3f} {unit} (excess {ex[i, j]:+.3f})"
-        )
+    lines += [pair(i, j, "together") for i, j in synergy[:top]]
     if not synergy:
         lines.append("  none: no pair's joint removal costs clearly more than its single removals")
     lines.append(
         "Important alone, overlapping together (joint removal costs clearly less than the sum):"
     )
     overlap = [(i, j) for i, j in order if ex[i, j] < -tol]
-    for i, j in overlap[:top]:
-        lines.append(
-            f"  {names[i]} + {names[j]}: alone {c[i]:+.3f} and {c[j]:+.3f} {unit}, "
-            f"together only {pc[i, j]:+.3f} {unit} (excess {ex[i, j]:+.3f})"
-        )
+    lines += [pair(i, j, "together only") for i, j in overlap[:top]]
     if not overlap:
         lines.append("  none when removed from the full model")
     sii = res.sii_cost
