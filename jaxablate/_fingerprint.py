@@ -150,9 +150,9 @@ def field_diff(
 
 #: Record fields whose float data are compared up to last-bit differences when their digest
 #: differs, each with a ``<field>_sketch`` companion (sweep manifests and recovery checkpoints
-#: alike): replacements and metric data that the model computes differ in the last bits on
-#: another machine.
-SKETCHED = ("ablation", "metric")
+#: alike): replacements and metric data that the model computes, and a recovery optimizer's
+#: updates on a probe problem, differ in the last bits on another machine.
+SKETCHED = ("ablation", "metric", "optimizer")
 #: Random projections in a :func:`sketch` of each float leaf.
 SKETCH_PROJECTIONS = 8
 #: Relative tolerance (of a leaf's norm) within which two sketches agree.
@@ -186,9 +186,15 @@ def _float_sketch(arr: np.ndarray) -> tuple[float, list[float]]:
     return math.sqrt(squares), [float(v) for v in proj]
 
 
-def sketch(tree: Any) -> list[dict[str, Any]]:
+def sketch(tree: Any, *, rtol: float | None = None) -> list[dict[str, Any]]:
     """Per leaf of ``tree``: its path, dtype and shape, and for a floating leaf its float64
-    norm and random projections, for any other leaf its sha256 (compared exactly)."""
+    norm and random projections, for any other leaf its sha256 (compared exactly).
+
+    Args:
+        tree: A pytree of arrays.
+        rtol: The relative tolerance its float leaves are compared with, recorded in each
+            entry (default :data:`SKETCH_RTOL`, not recorded).
+    """
     out = []
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         arr = np.asarray(leaf)
@@ -199,6 +205,8 @@ def sketch(tree: Any) -> list[dict[str, Any]]:
         }
         if jnp.issubdtype(arr.dtype, jnp.floating):
             entry["eps"] = float(jnp.finfo(arr.dtype).eps)
+            if rtol is not None:
+                entry["rtol"] = float(rtol)
             entry["norm"], entry["projections"] = _float_sketch(arr)
         else:
             entry["sha256"] = hash_arrays([("leaf", arr)])
@@ -208,20 +216,20 @@ def sketch(tree: Any) -> list[dict[str, Any]]:
 
 def sketches_agree(a: Any, b: Any) -> bool:
     """Whether two :func:`sketch` records describe the same arrays up to last-bit differences
-    (same leaves; exact leaves equal; norms and projections within :data:`SKETCH_RTOL`, or 4
-    epsilons of the leaf's dtype, times its norm)."""
+    (same leaves; exact leaves equal; norms and projections within the recorded tolerance,
+    :data:`SKETCH_RTOL` if none, or 4 epsilons of the leaf's dtype, times its norm)."""
     if not isinstance(a, list) or not isinstance(b, list) or len(a) != len(b):
         return False
     for x, y in zip(a, b, strict=True):
         if not isinstance(x, dict) or not isinstance(y, dict):
             return False
-        if any(x.get(k) != y.get(k) for k in ("path", "dtype", "shape", "sha256", "eps")):
+        if any(x.get(k) != y.get(k) for k in ("path", "dtype", "shape", "sha256", "eps", "rtol")):
             return False
         if "norm" not in x and "norm" not in y:
             continue
         try:
             norm = max(abs(float(x["norm"])), abs(float(y["norm"])))
-            tol = max(SKETCH_RTOL, 4 * float(x["eps"])) * norm
+            tol = max(float(x.get("rtol", SKETCH_RTOL)), 4 * float(x["eps"])) * norm
             pairs = [(x["norm"], y["norm"])]
             pairs += list(zip(x["projections"], y["projections"], strict=True))
             if any(abs(float(u) - float(v)) > tol for u, v in pairs):

@@ -23,7 +23,7 @@ import optax
 import orbax.checkpoint as ocp
 
 from jaxablate import _files as files
-from jaxablate._fingerprint import field_diff, hash_arrays, hash_record, reconcile
+from jaxablate._fingerprint import field_diff, hash_arrays, hash_record, reconcile, sketch
 
 log = logging.getLogger("jaxablate.recover")
 
@@ -43,25 +43,62 @@ def array_hash(*arrays: Any) -> str:
     return hash_arrays([(str(i), leaf) for i, leaf in enumerate(leaves)])[:32]
 
 
+#: ``(parameter scale, gradient scale)`` of the optimizer's probe problems: unit scales, large
+#: parameters (where weight decay shows) and tiny gradients (where Adam's epsilon shows).
+PROBES = ((1.0, 1.0), (1e3, 1.0), (1.0, 1e-6))
+#: Relative tolerance within which an optimizer's probe updates recomputed on another device
+#: (its own float32 rounding, about 1e-6 over the probe) agree: a change of ``b2`` from 0.999
+#: to 0.9999, the smallest a probe saw among the usual hyperparameters, moves them by 2e-4.
+OPTIMIZER_RTOL = 2e-5
+
+
+def _probe(
+    tx: optax.GradientTransformation, param_scale: float, grad_scale: float
+) -> tuple[str, list[jax.Array]]:
+    """The state structure of ``tx`` and its three updates of a fixed parameter pytree."""
+    params = {
+        "a": jnp.linspace(-1.0, 1.0, 5, dtype=jnp.float32) * param_scale,
+        "b": jnp.full((2,), 0.5 * param_scale, dtype=jnp.float32),
+    }
+    state = tx.init(params)
+    structure, updates_seen = str(jax.tree.structure(state)), []
+    for i in range(3):
+        grads = jax.tree.map(
+            lambda x, i=i: (jnp.sin(x / param_scale * (i + 1) * 1.7) + 0.1) * grad_scale, params
+        )
+        updates, state = tx.update(grads, state, params)
+        params = optax.apply_updates(params, updates)
+        updates_seen += jax.tree.leaves(updates)
+    return structure, updates_seen
+
+
 def optimizer_fingerprint(tx: optax.GradientTransformation) -> str:
     """A fingerprint of what ``tx`` does: its updates on a fixed probe problem.
 
     ``repr(tx)`` holds function addresses that change between processes, so the optimizer is
     identified by behaviour instead: three updates of a small fixed parameter pytree, rounded to
-    7 significant digits (learning rate, betas, weight decay and schedules all show up).
+    7 significant digits (learning rate, betas, weight decay and schedules all show up). On
+    another device the last digits can differ: :func:`optimizer_sketch` then decides.
     """
-    params = {"a": jnp.linspace(-1.0, 1.0, 5, dtype=jnp.float32), "b": jnp.full((2,), 0.5)}
     try:
-        state = tx.init(params)
-        text = [str(jax.tree.structure(state))]
-        for i in range(3):
-            grads = jax.tree.map(lambda x, i=i: jnp.sin(x * (i + 1) * 1.7) + 0.1, params)
-            updates, state = tx.update(grads, state, params)
-            params = optax.apply_updates(params, updates)
-            text += [f"{float(v):.7g}" for v in jax.tree.leaves(updates) for v in np.ravel(v)]
+        structure, updates = _probe(tx, *PROBES[0])
     except Exception as err:  # an optimizer that needs extra update arguments
         return f"unprobed:{type(tx).__name__}:{type(err).__name__}"
+    text = [structure] + [f"{float(v):.7g}" for u in updates for v in np.ravel(u)]
     return hashlib.sha256("|".join(text).encode()).hexdigest()[:32]
+
+
+def optimizer_sketch(tx: optax.GradientTransformation) -> list[dict[str, Any]] | None:
+    """The :func:`jaxablate._fingerprint.sketch` of ``tx``'s updates on the :data:`PROBES`
+    problems (tolerance :data:`OPTIMIZER_RTOL`) and of its state structure (exact), compared
+    when :func:`optimizer_fingerprint` differs; ``None`` for an optimizer that cannot be probed.
+    """
+    try:
+        probes = [_probe(tx, *scales) for scales in PROBES]
+    except Exception:  # an optimizer that needs extra update arguments: the digest decides
+        return None
+    structure = np.frombuffer(probes[0][0].encode(), np.uint8)
+    return sketch({"state": structure, "updates": [u for _, u in probes]}, rtol=OPTIMIZER_RTOL)
 
 
 def _read_config(path: str, directory: str) -> dict[str, Any]:

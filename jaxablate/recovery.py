@@ -340,6 +340,7 @@ def _fingerprint(model: Transformer, comps: Components, inp: _Inputs, names: lis
         ablation=[inp.ablation.kind, ckpt.array_hash(inp.train_repl, inp.eval_repl)],
         ablation_sketch=sketch((inp.train_repl, inp.eval_repl)),
         optimizer=ckpt.optimizer_fingerprint(inp.tx),
+        optimizer_sketch=ckpt.optimizer_sketch(inp.tx),
         trainable=names,
     )
 

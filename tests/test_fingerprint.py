@@ -6,9 +6,12 @@ and metric data with different last bits; their sketches must agree there (and o
 
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from jaxablate._fingerprint import reconcile, sketch, sketches_agree
+from jaxablate._recovery_ckpt import optimizer_fingerprint, optimizer_sketch
+from tests._elsewhere import optimizer_elsewhere
 
 SHAPES = [(3,), (4, 1, 8, 4, 8), (2, 4096 * 3 + 7)]  # one row, several, a partial last row
 
@@ -77,3 +80,40 @@ def test_reconcile_takes_the_stored_field_only_when_digests_alone_differ():
     old = {k: v for k, v in stored.items() if not k.endswith("_sketch")}
     out, near = reconcile(old, current, ("ablation", "metric"))
     assert near == [] and "ablation_sketch" not in out and out["ablation"] == current["ablation"]
+
+
+#: Changes of a recovery optimizer that its fingerprint must refuse, the smallest usual ones.
+OPTIMIZER_CHANGES = {
+    "learning rate +1%": optax.adamw(1.01e-3),
+    "b1 0.9 -> 0.91": optax.adamw(1e-3, b1=0.91),
+    "b2 0.999 -> 0.9999": optax.adamw(1e-3, b2=0.9999),
+    "weight decay 1e-4 -> 1.1e-4": optax.adamw(1e-3, weight_decay=1.1e-4),
+    "eps 1e-8 -> 1e-7": optax.adamw(1e-3, eps=1e-7),
+    "schedule": optax.adamw(optax.linear_schedule(1e-3, 0.0, 10)),
+    "clipping": optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-3)),
+    "another optimizer": optax.adam(1e-3),
+}
+
+
+def test_optimizer_on_another_device_agrees_and_any_real_change_does_not():
+    base = optax.adamw(1e-3)
+    probed = optimizer_sketch(base)
+    assert sketches_agree(probed, optimizer_sketch(optax.adamw(1e-3)))
+    elsewhere = optimizer_elsewhere(base)  # its updates two ulps off
+    assert optimizer_fingerprint(elsewhere) != optimizer_fingerprint(base)  # digest alone: refused
+    assert sketches_agree(probed, optimizer_sketch(elsewhere))
+    for change, tx in OPTIMIZER_CHANGES.items():
+        assert optimizer_fingerprint(tx) != optimizer_fingerprint(base), change
+        assert not sketches_agree(probed, optimizer_sketch(tx)), change
+
+
+def test_an_optimizer_that_cannot_be_probed_compares_by_its_digest():
+    def update(grads, state, params=None, *, value):  # needs an extra argument
+        return grads, state
+
+    tx = optax.GradientTransformation(lambda params: (), update)
+    assert optimizer_fingerprint(tx) == "unprobed:GradientTransformation:TypeError"
+    assert optimizer_sketch(tx) is None
+    stored = {"optimizer": optimizer_fingerprint(tx), "optimizer_sketch": None}
+    other = {"optimizer": "unprobed:Other:TypeError", "optimizer_sketch": None}
+    assert reconcile(stored, other) == (other, [])

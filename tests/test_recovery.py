@@ -50,7 +50,7 @@ import jaxablate as ja
 from jaxablate import _recovery_core, plots, recovery
 from jaxablate.recovery import RecoveryResult, recover
 from tests._compile import compilations, no_new_compilations
-from tests._elsewhere import recomputed_elsewhere
+from tests._elsewhere import optimizer_elsewhere, recomputed_elsewhere
 from tests._xla import subprocess_xla_flags
 
 CFG = ja.ModelConfig(n_layers=2, n_heads=2, d_model=32, d_head=8, d_mlp=64, vocab_size=8, n_ctx=12)
@@ -365,17 +365,27 @@ def test_checkpoint_of_another_configuration_is_refused(setup, tmp_path):
 
 
 def test_checkpoint_resumes_with_replacements_recomputed_elsewhere(setup, tmp_path, caplog):
-    """A mean ablation whose last bits differ (another machine) resumes from the checkpoint
-    with a warning; a mean over other tokens is refused."""
+    """A mean ablation and an optimizer whose last bits differ (another machine or device)
+    resume from the checkpoint with a warning; a mean over other tokens, or another ``b2``,
+    is refused."""
     model, _, train, ev = setup
     abl = ja.ablation.mean(model, train)
     first = _run(setup, ablation=abl, checkpoint_dir=str(tmp_path))
     with caplog.at_level("WARNING", logger="jaxablate.recover"):
-        again = _run(setup, ablation=recomputed_elsewhere(abl), checkpoint_dir=str(tmp_path))
-    assert "ablation data differ from the checkpoint's in the last bits only" in caplog.text
+        again = _run(
+            setup, ablation=recomputed_elsewhere(abl), checkpoint_dir=str(tmp_path),
+            optimizer=optimizer_elsewhere(recovery.DEFAULT_OPTIMIZER),
+        )  # fmt: skip
+    assert (
+        "ablation data and optimizer data differ from the checkpoint's in the last bits only"
+        in caplog.text
+    )
     np.testing.assert_array_equal(again.metric, first.metric)  # exact: read back from disk
     with pytest.raises(ValueError, match=r"differing fields: ablation, ablation_sketch\)"):
         _run(setup, ablation=ja.ablation.mean(model, ev), checkpoint_dir=str(tmp_path))
+    with pytest.raises(ValueError, match=r"differing fields: optimizer, optimizer_sketch\)"):
+        _run(setup, ablation=abl, optimizer=optax.adamw(1e-3, b2=0.9999),
+             checkpoint_dir=str(tmp_path))  # fmt: skip
 
 
 @pytest.mark.slow
