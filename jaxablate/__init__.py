@@ -47,9 +47,9 @@ if TYPE_CHECKING:
     from jaxablate.models.inputs import Masks as Masks
     from jaxablate.models.io import load_model as load_model
     from jaxablate.models.io import save_model as save_model
-    from jaxablate.models.pretrained import list_pretrained as list_pretrained
-    from jaxablate.models.pretrained import load_pretrained as load_pretrained
     from jaxablate.models.transformer import Transformer as Transformer
+    from jaxablate.pretrained import list_pretrained as list_pretrained
+    from jaxablate.pretrained import load_pretrained as load_pretrained
     from jaxablate.recovery import RecoveryResult as RecoveryResult
     from jaxablate.recovery import recover as recover
     from jaxablate.text import Tokenizer as Tokenizer

@@ -48,8 +48,8 @@ from jaxablate._files import progress_bar
 from jaxablate.components import Components
 from jaxablate.export import removal_costs
 from jaxablate.learned import learn_masks
-from jaxablate.models.pretrained import RECIPES, list_pretrained, load_pretrained
 from jaxablate.models.transformer import Transformer
+from jaxablate.pretrained import RECIPES, list_pretrained, load_pretrained
 from jaxablate.recovery import recover
 from jaxablate.tasks import Task
 

@@ -30,8 +30,8 @@ from jaxablate.models.config import ModelConfig
 from jaxablate.models.hf import from_hf
 from jaxablate.models.inputs import Ablation
 from jaxablate.models.io import load_model
-from jaxablate.models.pretrained import RECIPES, list_pretrained, load_pretrained
 from jaxablate.models.transformer import Transformer
+from jaxablate.pretrained import RECIPES, list_pretrained, load_pretrained
 from jaxablate.prompts_cli import add_prompt_arguments, answer_metric, load_prompts, resample_source
 
 ABLATIONS = ("zero", "mean", "resample")

@@ -32,7 +32,7 @@ from flax import nnx
 
 import jaxablate as ja
 from jaxablate._checks import positive_int
-from jaxablate.models.pretrained import RECIPES, Recipe, shipped_metrics, task_metrics
+from jaxablate.pretrained import RECIPES, Recipe, shipped_metrics, task_metrics
 from jaxablate.tasks import Task
 
 CHUNK = 100  # optimiser steps per jitted scan

@@ -17,8 +17,7 @@ import pytest
 from flax import nnx
 
 import jaxablate as ja
-from jaxablate import tasks
-from jaxablate.models import pretrained
+from jaxablate import pretrained, tasks
 from tests._xla import subprocess_xla_flags
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +41,7 @@ def test_list_and_unknown_name():
 
 
 def test_package_data_is_small():
-    data = Path(pretrained.__file__).parent / "pretrained_data"
+    data = Path(pretrained.__file__).parent / "models" / "pretrained_data"
     total = sum(p.stat().st_size for p in data.rglob("*") if p.is_file())
     assert 0 < total < 10 * 2**20
     for name in pretrained.list_pretrained():
