@@ -28,10 +28,9 @@ What a head attends to, from :meth:`jaxablate.Transformer.run_with_cache` over p
 from collections.abc import Sequence
 
 import numpy as np
-from jaxtyping import Bool, Real
+from jaxtyping import ArrayLike, Bool, Real
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from numpy.typing import ArrayLike
 
 __all__ = [
     "attention_pattern",

@@ -546,10 +546,8 @@ def recover(
             name patterns (``"mlp"``, ``["attn.*", "ln1"]``, ``"W_E"``) or an nnx filter; see
             :func:`trainable_filter`.
         checkpoint_dir: Orbax checkpoints go here; calling again with the same directory
-            resumes (or returns the finished curves). A directory written by a different
-            configuration is refused; replacements, metric data and optimizer updates that
-            differ only in their last bits (recomputed on another machine or device) are
-            accepted with a warning.
+            resumes (or returns the finished curves). Another configuration is refused
+            (inputs equal up to their last bits, as on another device, are accepted).
         checkpoint_every: Steps between checkpoints (default: ``eval_every``); needs
             ``checkpoint_dir``.
         progress: Show a tqdm bar when stderr is a terminal.

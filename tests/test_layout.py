@@ -3,6 +3,8 @@
 - No import circle among the package's modules (lazy imports inside functions count too).
 - No public name of ``jaxablate`` hides a module of the same name.
 - No function in ``jaxablate/`` is longer than :data:`MAX_FUNCTION_LINES`.
+- Shape annotations take their array types from jaxtyping (numpy >= 2.5's
+  ``numpy.typing.ArrayLike`` breaks ``Real[ArrayLike, ...]`` at import, on Python >= 3.12).
 """
 
 import ast
@@ -105,6 +107,21 @@ def test_no_import_circle():
     assert graph.get("jaxablate._evaluate")  # the walk sees edges
     cycle = find_cycle(graph)
     assert cycle is None, "import circle: " + " -> ".join(cycle or [])
+
+
+def test_array_types_come_from_jaxtyping():
+    """``from numpy.typing import ArrayLike`` made ``import jaxablate.plots`` fail under numpy 2.5
+    (``TypeError: issubclass() arg 1 must be a class`` inside jaxtyping): jaxtyping's own
+    ``ArrayLike`` (jax's) works with every numpy."""
+    found = [
+        f"{module}:{node.lineno}"
+        for module, tree in _sources().items()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+        and node.module == "numpy.typing"
+        and any(alias.name == "ArrayLike" for alias in node.names)
+    ]
+    assert not found, f"numpy.typing.ArrayLike imported at {found}; use jaxtyping's ArrayLike"
 
 
 def test_no_public_name_hides_a_module():
