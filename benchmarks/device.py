@@ -24,7 +24,12 @@ per benchmark: a 2-layer, 4-head model's 16 subsets with the memory rule's chunk
 table, two training steps of a 1-layer model) that takes well under a minute on a quiet CPU; it
 checks that the report is written, not the rates.
 
-Usage: python benchmarks/device.py [--quick] [--out benchmarks/results/device-<name>.json]
+The report is rewritten after every case (``"complete": false`` until the end), so a run cut
+short by a time limit keeps what it measured; ``--sections`` runs some sections only (to fill in
+one that was cut short).
+
+Usage: python benchmarks/device.py [--quick] [--sections evaluate,interactions,recovery]
+  [--out benchmarks/results/device-<name>.json]
 """
 
 import argparse
@@ -35,6 +40,7 @@ import re
 import resource
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -49,6 +55,11 @@ import evaluate as bench_eval
 import interactions as bench_ia
 import recovery as bench_rec
 from bf16_error import cast
+
+SECTIONS = ("evaluate", "interactions", "recovery")
+#: A section's callback: the section's results so far, to be written to the report.
+Save = Callable[[list[dict]], None]
+
 
 #: Dense peak TFLOP/s (float32 on CUDA cores, TF32 and bfloat16 on tensor cores or MXUs), from
 #: the vendors' datasheets; ``None`` where the device has no such unit. Matched in this order
@@ -143,7 +154,7 @@ def eval_case(label, spec, comps_fn, metric_name, dtype, peak, chunk_size, n_tim
     return out
 
 
-def evaluate_section(device: jax.Device, peak: dict, quick: bool) -> list[dict]:
+def evaluate_section(device: jax.Device, peak: dict, quick: bool, save: Save) -> list[dict]:
     """The evaluate cases for this device and mode, each in float32 and bfloat16."""
     models = bench_eval.MODELS
     last = lambda c: ja.heads(c, layers=[c.n_layers - 1])  # noqa: E731
@@ -171,6 +182,7 @@ def evaluate_section(device: jax.Device, peak: dict, quick: bool) -> list[dict]:
             n_timed = 16 if quick else 256
             out.append(eval_case(label, spec, fn, metric_name, dtype, peak, chunk_size, n_timed))
             report_line(out[-1])
+            save(out)
     return out
 
 
@@ -187,7 +199,7 @@ def report_line(c: dict) -> None:
     )
 
 
-def interactions_section(quick: bool) -> list[dict]:
+def interactions_section(quick: bool, save: Save) -> list[dict]:
     """Möbius + Shapley + pairs SII over 2^n tables (float32): entries per second."""
     out = []
     for n in (8,) if quick else (16, 20, 24):
@@ -196,10 +208,11 @@ def interactions_section(quick: bool) -> list[dict]:
         t["entries_per_s"] = 2**n / t["total_steady_s"]
         out.append(t)
         print(f"  n={n}: {t['total_steady_s']:.4f} s steady, {t['entries_per_s']:.3g} entries/s")
+        save(out)
     return out
 
 
-def recovery_section(device: jax.Device, quick: bool) -> list[dict]:
+def recovery_section(device: jax.Device, quick: bool, save: Save) -> list[dict]:
     """K vmapped recovery runs against a loop of single runs (the recovery benchmark)."""
     if quick:
         # K = 1: both sides share one compiled step (compiling it dominates a CI-sized run);
@@ -220,6 +233,7 @@ def recovery_section(device: jax.Device, quick: bool) -> list[dict]:
             f"{rate['loop']:.0f} ({r['speedup']:.2f}x)",
             flush=True,
         )
+        save(out)
     return out
 
 
@@ -229,9 +243,29 @@ def slug(device: jax.Device) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
+def write_report(out: Path, report: dict) -> None:
+    """Write ``report`` to ``out`` atomically (a reader never sees half a file)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=1))
+    os.replace(tmp, out)
+
+
+def parse_sections(text: str) -> list[str]:
+    """``--sections``: a comma-separated subset of :data:`SECTIONS`, run in their order."""
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = sorted(set(names) - set(SECTIONS))
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"--sections takes a comma-separated subset of {', '.join(SECTIONS)}; got {text!r}"
+        )
+    return [s for s in SECTIONS if s in names]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="CI-sized run (under a minute)")
+    parser.add_argument("--sections", type=parse_sections, default=list(SECTIONS))
     parser.add_argument("--out", default=None, help="JSON path (default: see the usage line)")
     args = parser.parse_args()
     device = jax.devices()[0]
@@ -241,36 +275,45 @@ def main() -> None:
     print(f"device: {device.device_kind} ({device.platform}), {len(jax.devices())} device(s)")
     peak = peaks(device, args.quick)
     print(f"peaks ({peak['source']}): {peak['peak_flops_per_s']}", flush=True)
-    sections, memory, seconds = {}, {}, {}
-    for section, fn in (
-        ("evaluate", lambda: evaluate_section(device, peak, args.quick)),
-        ("interactions", lambda: interactions_section(args.quick)),
-        ("recovery", lambda: recovery_section(device, args.quick)),
-    ):
-        print(f"{section}:", flush=True)
-        section_start, cpu_start = time.perf_counter(), time.process_time()
-        sections[section] = fn()
-        seconds[section] = dict(
-            wall=time.perf_counter() - section_start, cpu=time.process_time() - cpu_start
-        )
-        memory[section] = peak_memory(device)
-        print(f"  ({seconds[section]['wall']:.0f} s, {seconds[section]['cpu']:.0f} CPU-s)")
-    report = dict(
+    report: dict = dict(
         benchmark="device",
         quick=args.quick,
+        complete=False,
+        sections=args.sections,
         device=dict(kind=device.device_kind, platform=device.platform, count=len(jax.devices())),
         host=dict(cpu=platform.processor() or platform.machine(), cores=os.cpu_count()),
         versions=dict(jax=jax.__version__, jaxablate=ja.__version__, python=sys.version.split()[0]),
-        load_average_at_end=os.getloadavg(),
-        wall_s=time.perf_counter() - start,
-        section_seconds=seconds,
         peaks=peak,
-        peak_memory_after=memory,
-        **sections,
+        section_seconds={},
+        peak_memory_after={},
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1))
-    print(f"{report['wall_s']:.0f} s in all; peak memory {memory['recovery']}; wrote {out}")
+    runners = dict(
+        evaluate=lambda save: evaluate_section(device, peak, args.quick, save),
+        interactions=lambda save: interactions_section(args.quick, save),
+        recovery=lambda save: recovery_section(device, args.quick, save),
+    )
+    for section in args.sections:
+        print(f"{section}:", flush=True)
+        section_start, cpu_start = time.perf_counter(), time.process_time()
+
+        def save(results: list[dict], section: str = section) -> None:
+            report[section] = results
+            report["wall_s"] = time.perf_counter() - start
+            write_report(out, report)
+
+        save(runners[section](save))
+        seconds = dict(
+            wall=time.perf_counter() - section_start, cpu=time.process_time() - cpu_start
+        )
+        report["section_seconds"][section] = seconds
+        report["peak_memory_after"][section] = peak_memory(device)
+        write_report(out, report)
+        print(f"  ({seconds['wall']:.0f} s, {seconds['cpu']:.0f} CPU-s)")
+    report.update(complete=True, load_average_at_end=os.getloadavg())
+    report["wall_s"] = time.perf_counter() - start
+    write_report(out, report)
+    last = report["peak_memory_after"][args.sections[-1]]
+    print(f"{report['wall_s']:.0f} s in all; peak memory {last}; wrote {out}")
 
 
 if __name__ == "__main__":
