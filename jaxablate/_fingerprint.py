@@ -271,6 +271,16 @@ def reconcile(
     return out, near
 
 
+def last_bits_warning(near: Sequence[str], against: str) -> str:
+    """The warning for the fields :func:`reconcile` found equal to ``against`` (e.g. ``"the
+    sweep's"``) only up to their last bits: resuming goes on."""
+    fields = " and ".join(f"{f} data" for f in near)
+    return (
+        f"this call's {fields} differ from {against} in the last bits only (as when recomputed "
+        "on another machine or jax version); resuming"
+    )
+
+
 _HEX = frozenset("0123456789abcdef")
 
 

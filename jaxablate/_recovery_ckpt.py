@@ -23,7 +23,14 @@ import optax
 import orbax.checkpoint as ocp
 
 from jaxablate import _files as files
-from jaxablate._fingerprint import field_diff, hash_arrays, hash_record, reconcile, sketch
+from jaxablate._fingerprint import (
+    field_diff,
+    hash_arrays,
+    hash_record,
+    last_bits_warning,
+    reconcile,
+    sketch,
+)
 
 log = logging.getLogger("jaxablate.recover")
 
@@ -72,33 +79,38 @@ def _probe(
     return structure, updates_seen
 
 
-def optimizer_fingerprint(tx: optax.GradientTransformation) -> str:
-    """A fingerprint of what ``tx`` does: its updates on a fixed probe problem.
+def optimizer_fields(tx: optax.GradientTransformation) -> dict[str, Any]:
+    """What a checkpoint records about ``tx``: its behaviour on fixed probe problems.
 
     ``repr(tx)`` holds function addresses that change between processes, so the optimizer is
-    identified by behaviour instead: three updates of a small fixed parameter pytree, rounded to
-    7 significant digits (learning rate, betas, weight decay and schedules all show up). On
-    another device the last digits can differ: :func:`optimizer_sketch` then decides.
+    identified by behaviour instead (learning rate, betas, weight decay and schedules all show
+    up in its updates).
+
+    Returns:
+        ``{"optimizer": digest, "optimizer_sketch": sketch}``. The digest hashes the state
+        structure and three updates of the first of :data:`PROBES`, rounded to 7 significant
+        digits (``"unprobed:..."`` for an optimizer that needs extra update arguments). On
+        another device those digits can differ, so the sketch
+        (:func:`jaxablate._fingerprint.sketch`, tolerance :data:`OPTIMIZER_RTOL`) of the updates
+        on all of :data:`PROBES`, and of the state structure (exact), then decides; ``None``
+        where the optimizer cannot be probed.
     """
     try:
         structure, updates = _probe(tx, *PROBES[0])
     except Exception as err:  # an optimizer that needs extra update arguments
-        return f"unprobed:{type(tx).__name__}:{type(err).__name__}"
+        return {"optimizer": f"unprobed:{type(tx).__name__}:{type(err).__name__}",
+                "optimizer_sketch": None}  # fmt: skip
     text = [structure] + [f"{float(v):.7g}" for u in updates for v in np.ravel(u)]
-    return hashlib.sha256("|".join(text).encode()).hexdigest()[:32]
-
-
-def optimizer_sketch(tx: optax.GradientTransformation) -> list[dict[str, Any]] | None:
-    """The :func:`jaxablate._fingerprint.sketch` of ``tx``'s updates on the :data:`PROBES`
-    problems (tolerance :data:`OPTIMIZER_RTOL`) and of its state structure (exact), compared
-    when :func:`optimizer_fingerprint` differs; ``None`` for an optimizer that cannot be probed.
-    """
+    digest = hashlib.sha256("|".join(text).encode()).hexdigest()[:32]
     try:
-        probes = [_probe(tx, *scales) for scales in PROBES]
-    except Exception:  # an optimizer that needs extra update arguments: the digest decides
-        return None
-    structure = np.frombuffer(probes[0][0].encode(), np.uint8)
-    return sketch({"state": structure, "updates": [u for _, u in probes]}, rtol=OPTIMIZER_RTOL)
+        probed = [updates] + [_probe(tx, *scales)[1] for scales in PROBES[1:]]
+    except Exception:  # an optimizer that fails on the other probes: the digest decides
+        return {"optimizer": digest, "optimizer_sketch": None}
+    state = np.frombuffer(structure.encode(), np.uint8)
+    return {
+        "optimizer": digest,
+        "optimizer_sketch": sketch({"state": state, "updates": probed}, rtol=OPTIMIZER_RTOL),
+    }
 
 
 def _read_config(path: str, directory: str) -> dict[str, Any]:
@@ -156,10 +168,7 @@ def check_directory(directory: str, fingerprint: dict[str, Any]) -> dict[str, An
             )
         if near:
             log.warning(
-                "checkpoint_dir %r: this call's %s differ from the checkpoint's in the last bits "
-                "only (as when recomputed on another machine or jax version); resuming",
-                directory,
-                " and ".join(f"{f} data" for f in near),
+                "checkpoint_dir %r: %s", directory, last_bits_warning(near, "the checkpoint's")
             )
         return stored
     entries = (

@@ -33,7 +33,13 @@ import numpy as np
 from jaxtyping import Float
 
 from jaxablate import _files as files
-from jaxablate._fingerprint import field_diff, hash_arrays, hash_record, reconcile
+from jaxablate._fingerprint import (
+    field_diff,
+    hash_arrays,
+    hash_record,
+    last_bits_warning,
+    reconcile,
+)
 
 log = logging.getLogger("jaxablate.sweep")
 
@@ -249,11 +255,9 @@ def open_manifest(
             raise _refuse(out, diff)
         if near:
             log.warning(
-                "sweep %s: this call's %s differ from the sweep's in the last bits only (as when "
-                "recomputed on another machine or jax version); resuming, and new chunks may "
-                "differ from the finished ones in the last bits",
+                "sweep %s: %s, and new chunks may differ from the finished ones in the last bits",
                 out,
-                " and ".join(f"{f} data" for f in near),
+                last_bits_warning(near, "the sweep's"),
             )
         _warn_versions(out, existing, manifest)
         if rows is not None:

@@ -50,7 +50,7 @@ from jaxablate._checks import (
 )
 from jaxablate._evaluate import evaluate
 from jaxablate._files import progress_bar
-from jaxablate._fingerprint import sketch
+from jaxablate._fingerprint import metric_sketch, sketch
 from jaxablate._recovery_core import _eval_runs, _init_runs, _train_steps
 from jaxablate._recovery_params import (
     DEFAULT_OPTIMIZER,
@@ -336,11 +336,10 @@ def _fingerprint(model: Transformer, comps: Components, inp: _Inputs, names: lis
         batch_size=inp.batch_size,
         key=ckpt.array_hash(inp.key),
         metric=[m.name, ckpt.array_hash(m.data), m.positions],
-        metric_sketch=sketch(m.data),
+        metric_sketch=metric_sketch(m),
         ablation=[inp.ablation.kind, ckpt.array_hash(inp.train_repl, inp.eval_repl)],
         ablation_sketch=sketch((inp.train_repl, inp.eval_repl)),
-        optimizer=ckpt.optimizer_fingerprint(inp.tx),
-        optimizer_sketch=ckpt.optimizer_sketch(inp.tx),
+        **ckpt.optimizer_fields(inp.tx),
         trainable=names,
     )
 
