@@ -301,13 +301,13 @@ def main() -> None:
             report["wall_s"] = time.perf_counter() - start
             write_report(out, report)
 
-        save(runners[section](save))
+        results = runners[section](save)
         seconds = dict(
             wall=time.perf_counter() - section_start, cpu=time.process_time() - cpu_start
         )
         report["section_seconds"][section] = seconds
         report["peak_memory_after"][section] = peak_memory(device)
-        write_report(out, report)
+        save(results)  # with the section's seconds and memory
         print(f"  ({seconds['wall']:.0f} s, {seconds['cpu']:.0f} CPU-s)")
     report.update(complete=True, load_average_at_end=os.getloadavg())
     report["wall_s"] = time.perf_counter() - start
